@@ -1,0 +1,47 @@
+# dst: the two commands a user needs are `make demo` and `make test`; both set everything up first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dst-installed
+TORCH ?= torch==2.13.0
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test check-sync nbtest pytest lab readme export clean-nbs help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): settings.ini setup.py
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --user --name dst --display-name "Python (dst)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv (torch pinned first), install dst editable with dev extras, register the kernel
+
+demo: $(STAMP)  ## the main job on the embedded synthetic benchmark
+	$(BIN)/dst demo
+
+test: $(STAMP) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest
+
+check-sync: $(STAMP)  ## notebooks and dst/ in sync, notebooks clean, README from index.ipynb
+	$(PY) -m dst.devtools check-sync
+
+nbtest: $(STAMP)  ## run every notebook's cells as tests (nbdev_test)
+	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing
+
+pytest: $(STAMP)  ## the pytest suite in tests/
+	$(BIN)/pytest tests -q -p no:cacheprovider
+
+export: $(STAMP)  ## notebooks -> dst/, clean notebooks, README
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) -m dst.devtools readme
+
+readme: $(STAMP)  ## README.md from nbs/index.ipynb (offline, no quarto)
+	$(PY) -m dst.devtools readme
+
+lab: $(STAMP)  ## JupyterLab with the project's kernel
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -1,0 +1,83 @@
+"""The repository's own contract: settings.ini is the single source of requirements, environment.yml mirrors
+it, and the README's two commands are what CI and users run."""
+import configparser
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def _settings(root):
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(root / "settings.ini")
+    return cfg["DEFAULT"]
+
+
+def _env_pip(root):
+    """The pip requirements listed in environment.yml (a tiny parser: the file is plain YAML lists)."""
+    lines = (root / "environment.yml").read_text().splitlines()
+    start = next(i for i, l in enumerate(lines) if re.match(r"\s+- pip:\s*$", l))
+    reqs = []
+    for l in lines[start + 1:]:
+        m = re.match(r"\s{6,}- (.+?)\s*$", l)
+        if not m:
+            break
+        reqs.append(m.group(1))
+    return reqs
+
+
+def test_environment_yml_mirrors_settings_ini(root):
+    s = _settings(root)
+    want = s["requirements"].split() + s["dev_requirements"].split()
+    got = [r for r in _env_pip(root) if r != "-e ."]
+    assert got == want, "environment.yml's pip list must equal settings.ini's requirements + dev_requirements"
+    assert "-e ." in _env_pip(root)
+    py = re.search(r"- python=(\d+\.\d+)", (root / "environment.yml").read_text()).group(1)
+    assert tuple(map(int, py.split("."))) >= tuple(map(int, s["min_python"].split(".")))
+
+
+def test_design_card_packages_are_required(root):
+    names = {re.split(r"[<>=!~]", r)[0].lower() for r in _settings(root)["requirements"].split()}
+    assert {"torch", "jupyterlab", "papermill", "ipywidgets", "seaborn", "opencv-python"} <= names
+    assert "nbdev<3" in _settings(root)["dev_requirements"].split()
+
+
+def test_layout_and_two_commands(root):
+    for p in ["nbs", "dst", "data_manifests", "tests", "settings.ini", "environment.yml", "Makefile", "README.md",
+              ".ci/run", ".gitignore", "setup.py"]:
+        assert (root / p).exists(), p
+    readme = (root / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (root / ".ci/run").read_text()
+    mk = (root / "Makefile").read_text()
+    assert re.search(r"^demo:", mk, re.M) and re.search(r"^test:", mk, re.M)
+    assert "torch==2.13.0" in mk, "torch must be pinned before the editable install pulls a CUDA build"
+
+
+def test_tags_survive_nbdev_clean(root):
+    """papermill needs the `parameters` cell tag, which nbdev_clean drops unless settings.ini keeps `tags`."""
+    assert "tags" in _settings(root)["allowed_cell_metadata_keys"].split()
+
+
+def test_console_script_and_module_agree():
+    a = subprocess.run(["dst", "--help"], capture_output=True, text=True)
+    b = subprocess.run([sys.executable, "-m", "dst", "--help"], capture_output=True, text=True)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+
+
+def test_cli_error_is_one_line(capsys):
+    from dst.cli import main
+    from dst.core import DSTError
+    import dst.devtools as dv
+
+    def boom(root=None):
+        raise DSTError("settings.ini: expected [DEFAULT] section")
+    orig, dv.check_sync = dv.check_sync, boom
+    try:
+        assert main(["dev", "check-sync"]) == 2
+    finally:
+        dv.check_sync = orig
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dst dev: error: settings.ini: expected [DEFAULT] section"]
