@@ -70,8 +70,8 @@ def get_device(device:str="auto") -> torch.device:
 # %% ../nbs/00_core.ipynb #d481238d
 def repo_root() -> Path:
     "The checkout that holds this package (the folder with settings.ini), else the working directory."
-    p = Path(__file__).resolve().parent.parent
-    return p if (p/"settings.ini").exists() else Path.cwd()
+    start = Path(globals().get("__file__", Path.cwd()/"_")).resolve().parent
+    return next((p for p in [start, *start.parents] if (p/"settings.ini").exists()), Path.cwd())
 
 def shared_dir() -> Path|None:
     "The shared folder (paper, fixtures) beside the checkout, or `$DST_SHARED`; None when absent."

@@ -4,6 +4,7 @@ import configparser
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,8 @@ def test_tags_survive_nbdev_clean(root):
 
 
 def test_console_script_and_module_agree():
-    a = subprocess.run(["dst", "--help"], capture_output=True, text=True)
+    dst = str(Path(sys.executable).parent / "dst")  # the console script installed beside this Python
+    a = subprocess.run([dst, "--help"], capture_output=True, text=True)
     b = subprocess.run([sys.executable, "-m", "dst", "--help"], capture_output=True, text=True)
     assert a.returncode == b.returncode == 0
     assert a.stdout == b.stdout
