@@ -9,12 +9,19 @@ import argparse, importlib, sys
 from .core import DSTError
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'build_parser', 'main']
+__all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'main']
 
 # %% ../nbs/70_cli.ipynb #01b7d14b
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
     "dst.devtools",
 ]
+
+def command_group(sub, name:str, help:str):
+    "The subparsers of `dst NAME`, made on first use, so several modules can each add a `dst NAME <cmd>`."
+    if name not in sub.choices:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(_subs=p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True))
+    return sub.choices[name].get_default("_subs")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dst` argument parser with every module's subcommands."
