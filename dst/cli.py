@@ -16,6 +16,7 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.data.verify",
     "dst.models.zoo",
     "dst.track.runners",
+    "dst.eval.bench",
     "dst.demo",
     "dst.eval.cli",
     "dst.devtools",
