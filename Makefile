@@ -29,7 +29,7 @@ demo: $(STAMP)  ## the main job on the embedded synthetic benchmark
 test: $(STAMP) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest
 
 check-sync: $(STAMP)  ## notebooks and dst/ in sync, notebooks clean, README from index.ipynb
-	$(PY) -m dst.devtools check-sync
+	$(BIN)/dst dev check-sync
 
 nbtest: $(STAMP)  ## run every notebook's cells as tests (nbdev_test)
 	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing
@@ -38,10 +38,10 @@ pytest: $(STAMP)  ## the pytest suite in tests/
 	$(BIN)/pytest tests -q -p no:cacheprovider
 
 export: $(STAMP)  ## notebooks -> dst/, clean notebooks, README
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(PY) -m dst.devtools readme
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/dst dev readme
 
 readme: $(STAMP)  ## README.md from nbs/index.ipynb (offline, no quarto)
-	$(PY) -m dst.devtools readme
+	$(BIN)/dst dev readme
 
 lab: $(STAMP)  ## JupyterLab with the project's kernel
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root,)
