@@ -15,6 +15,8 @@ __all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'main']
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
     "dst.data.verify",
     "dst.models.zoo",
+    "dst.models.convert",
+    "dst.models.export",
     "dst.track.runners",
     "dst.eval.bench",
     "dst.demo",
