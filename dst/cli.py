@@ -13,6 +13,7 @@ __all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'main']
 
 # %% ../nbs/70_cli.ipynb #01b7d14b
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
+    "dst.data.synth",
     "dst.data.verify",
     "dst.models.zoo",
     "dst.models.convert",
