@@ -645,7 +645,7 @@ def load_synth(root, split:str="test") -> list[Sequence]:
         f = _read_attributes(sd/"attributes.csv", len(frames))
         absent = f["absent"]; boxes[:, :2] -= 1; boxes[absent] = np.nan
         out.append(Sequence(name, frames, boxes, absent, attrs={k: f[v] for k, v in ABBREVIATIONS.items()},
-                            meta=dict(layout="got10k" if split == "train" else "otb", attributes=tags.get(name, []),
+                            meta=dict(dataset="synth", index_base=1, split=split, layout="got10k" if split == "train" else "otb", attributes=tags.get(name, []),
                                       **{k: f[k] for k in ("visible_ratio", "cover", "full_occlusion", "full_out_of_view")})))
     return out
 

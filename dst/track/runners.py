@@ -64,7 +64,7 @@ def _run_one(args):
     model, hp, device, name, seq, protocol, tdir, layout = args
     tracker = make_tracker(model, hp, device, name)
     res, times = (track_vot if protocol == "vot" else track_ope)(tracker, seq)
-    save_sequence(tdir, seq.name, res, times, layout)
+    save_sequence(tdir, seq.name, res, times, layout, offset=seq.meta.get("index_base"))  # the dataset's own convention
     return seq.name, len(seq), float(times[1:].sum())
 
 def _worker_init(): torch.set_num_threads(1)
