@@ -18,6 +18,7 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.models.zoo",
     "dst.models.convert",
     "dst.models.export",
+    "dst.select.search",
     "dst.train.cli",
     "dst.track.runners",
     "dst.eval.bench",
