@@ -136,7 +136,7 @@ def test_cli_writes_a_benchmark(tmp_path, capsys):
     assert meta["seed"] == 5 and meta["size"] == [96, 64] and meta["sequences"] == {"train": 1, "test": 2}
     assert "--seed 5 --sequences 1,2 --frames 8 --size 96x64" in (out / "README.md").read_text()
     assert main(["data", "synth", "--out", str(out), "--sequences", "1", "--frames", "4", "--size", "64x64", "--overwrite", "--quiet"]) == 0
-    assert "wrote {'train': 1, 'test': 1} sequences, 8 frames" in capsys.readouterr().out
+    assert "wrote 1 train + 1 test sequences, 8 frames" in capsys.readouterr().out
     assert len(synth.load_synth(out, "test")[0]) == 4, "--overwrite replaced the earlier split"
 
 

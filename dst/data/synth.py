@@ -681,7 +681,7 @@ def _cli_synth(args) -> int:
     r = generate(args.out, seed=args.seed, preset=args.preset, difficulty=args.difficulty, overwrite=args.overwrite, progress=not args.quiet,
                  sequences=None if args.sequences is None else parse_counts(args.sequences),
                  frames=args.frames, size=None if args.size is None else parse_size(args.size))
-    print(f"wrote {r['sequences']} sequences, {r['frames']} frames, to {r['root']} in {r['seconds']:.1f} s (see README.md, synth.json)")
+    print(f"wrote {' + '.join(f'{v} {k}' for k, v in r['sequences'].items())} sequences, {r['frames']} frames, to {r['root']} in {r['seconds']:.1f} s (see README.md, synth.json)")
     return 0
 
 def add_cli(sub):
