@@ -96,7 +96,7 @@ def run_demo(out="runs/demo", repeats:int=5, seed:int=0) -> int:
         print(f"\nGenerating the synthetic benchmark (smoke) in {data} ...")
         g = generate(data, seed=seed)
         print(f"  train {g['sequences']['train']} + test {g['sequences']['test']} sequences, {g['frames']} frames in {g['seconds']:.1f} s")
-    print(f"\nTracking the synthetic test split ({data/'test'}); networks are untrained until the training stage exists:")
+    print(f"\nTracking the synthetic test split ({data/'test'}); the network is untrained here (training joins the demo with the papermill pipeline):")
     for r in track_and_score(data, out/"results"):
         print(f"  {r['tracker']:<14} AUC {r['auc']:.3f}  P@20 {r['precision']:.3f}  {r['fps']:>7.1f} fps")
     status = stage_status()
