@@ -4,16 +4,13 @@
 
 # %% ../nbs/80_demo.ipynb #5eaae91a
 from __future__ import annotations
-import importlib.util, time
+import importlib.util
 from pathlib import Path
 
-import torch
-
-from .models.zoo import PAPER_SIZES, build_model, model_table
-from .models.siamese import size_mb
+from .models.zoo import PAPER_SIZES, model_table
 
 # %% auto #0
-__all__ = ['STAGES', 'stage_status', 'time_track', 'teacher_students', 'track_and_score', 'run_demo', 'add_cli']
+__all__ = ['STAGES', 'stage_status', 'teacher_students', 'track_and_score', 'run_demo', 'add_cli']
 
 # %% ../nbs/80_demo.ipynb #b501d15c
 STAGES = [  # (what, module that implements it)
@@ -39,26 +36,14 @@ def stage_status() -> list:
     return [(what, mod, _exists(mod)) for what, mod in STAGES]
 
 # %% ../nbs/80_demo.ipynb #dd4ed7fc
-def time_track(name:str, repeats:int=5) -> float:
-    "Median seconds of one `track` call (batch 1, inference mode) for an architecture."
-    m = build_model(name).eval()
-    z, x = torch.randn(1, 3, 127, 127), torch.randn(1, 3, m.spec["search_size"], m.spec["search_size"])
-    times = []
-    with torch.inference_mode():
-        m.template(z); m.track(x)                      # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter(); m.track(x); times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
 def teacher_students(pairs=(("siamrpn", "siamrpn_half"), ("siamfc", "siamfc_half")), repeats:int=5) -> list:
-    "Rows of size (ours and the paper's), tracking-step time and speed-up for each teacher and student."
+    "Rows of size (ours and the paper's), tracking-step time and speed-up for each teacher and its student (via `bench`)."
+    from dst.eval.bench import bench
     rows = []
     for teacher, student in pairs:
-        tt = time_track(teacher, repeats)
-        for n in (teacher, student):
-            t = tt if n == teacher else time_track(n, repeats)
-            rows.append(dict(name=n, size_mb=round(size_mb(build_model(n)), 2), paper_size_mb=PAPER_SIZES.get(n),
-                             ms_per_step=round(t * 1e3, 1), speedup=round(tt / t, 2)))
+        for r in bench([teacher, student], frames=repeats, warmup=1):
+            rows.append(dict(name=r["model"], size_mb=r["size_mb"], paper_size_mb=PAPER_SIZES.get(r["model"]),
+                             ms_per_step=round(1e3 / r["fps"], 1), speedup=r["speedup"]))
     return rows
 
 # %% ../nbs/80_demo.ipynb #59b6553a

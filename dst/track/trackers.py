@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..core import DSTError, get_device
 from ..data.crops import crop_and_resize, mean_color, xywh_to_cxcywh_px, cxcywh_px_to_xywh
+from ..data.targets import generate_anchors
 
 # %% auto #0
 __all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker', 'OpenCVTracker',
@@ -155,15 +156,10 @@ SIAMRPN_HP = dict(exemplar_size=127, instance_size=271, context=0.5, total_strid
 SIAMRPNPP_HP = dict(SIAMRPN_HP, instance_size=255, penalty_k=0.05, window_influence=0.42, lr=0.38, adaptive=False)
 
 def make_anchors(score_size:int, stride:int=8, ratios=(0.33, 0.5, 1, 2, 3), scales=(8,)) -> np.ndarray:
-    "Anchors as (K*S*S, 4) `cxcywh` offsets from the search centre, anchor-major (DaSiamRPN's layout)."
-    base = []
-    for r in ratios:
-        ws = int(math.sqrt(stride * stride / r)); hs = int(ws * r)
-        base += [(ws * s, hs * s) for s in scales]
-    o = -(score_size // 2) * stride
-    g = o + stride * np.arange(score_size)
-    xx, yy = np.meshgrid(g, g)
-    return np.concatenate([np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, w), np.full(xx.size, h)], 1) for w, h in base]).astype(np.float64)
+    "Anchors as (K*S*S, 4) `cxcywh` offsets from the search centre, anchor-major: the training targets' anchors, re-centred."
+    a = generate_anchors(score_size, 1, stride, ratios, scales)   # a 1-pixel crop has its centre at 0
+    return a.reshape(4, -1).T.astype(np.float64)
+
 
 # %% ../../nbs/50_trackers.ipynb #0717c24a
 def _change(r): return np.maximum(r, 1.0 / r)
