@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test check-sync nbtest pytest lab readme export clean-nbs help
+.PHONY: setup demo test check-sync nbtest pytest lab docs readme export clean-nbs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ $(STAMP): settings.ini setup.py
 
 setup: $(STAMP)  ## create .venv (torch pinned first), install dst editable with dev extras, register the kernel
 
-demo: $(STAMP)  ## the main job on the embedded synthetic benchmark
+demo: $(STAMP)  ## the main job: `dst run all --scale smoke` on the synthetic benchmark, the paper rendered, the headline table
 	$(BIN)/dst demo
 
 test: $(STAMP) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest
@@ -43,5 +43,9 @@ export: $(STAMP)  ## notebooks -> dst/, clean notebooks, README
 readme: $(STAMP)  ## README.md from nbs/index.ipynb (offline, no quarto)
 	$(BIN)/dst dev readme
 
-lab: $(STAMP)  ## JupyterLab with the project's kernel
+docs: $(STAMP)  ## offline HTML docs of every notebook into _site/ (nbdev_docs needs quarto; this does not)
+	$(BIN)/dst dev docs --out _site
+
+lab: $(STAMP)  ## JupyterLab with the project's kernel (explorers in nbs/explore/)
+	@$(PY) -m ipykernel install --user --name dst --display-name "Python (dst)" >/dev/null
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root,)

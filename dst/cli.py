@@ -21,10 +21,12 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.select.search",
     "dst.train.cli",
     "dst.track.runners",
+    "dst.pipeline",
     "dst.eval.bench",
     "dst.demo",
     "dst.eval.cli",
     "dst.devtools",
+    "dst.site",
 ]
 
 def command_group(sub, name:str, help:str):
