@@ -12,8 +12,8 @@ from ..core import DSTError
 
 # %% auto #0
 __all__ = ['SKIPPED', 'INIT', 'FAILURE', 'VOT2019', 'is_special', 'failure_frames', 'init_frames', 'polygon_area', 'clip_polygon',
-           'region_overlap', 'trajectory_overlaps', 'vot_accuracy', 'eao_fragments', 'eao_curve', 'eao_score',
-           'run_supervised', 'vot_metrics']
+           'region_overlap', 'has_region', 'trajectory_overlaps', 'vot_accuracy', 'eao_fragments', 'eao_curve',
+           'eao_score', 'run_supervised', 'vot_metrics']
 
 # %% ../../nbs/61_vot.ipynb #cad94403
 SKIPPED, INIT, FAILURE = 0, 1, 2   # the one-number codes of VOT trajectories
@@ -82,6 +82,12 @@ def region_overlap(a, b, bounds=None) -> float:
     else: inter = _convex_intersection_area(pa, pb)
     return float(np.clip(inter / (area_a + area_b - inter), 0.0, 1.0))
 
+def has_region(r) -> bool:
+    "Whether a ground-truth entry is a region to compare with or start from: finite, not a code, a box of positive size."
+    if is_special(r): return False
+    a = np.asarray(r, dtype=np.float64).reshape(-1)
+    return a.size >= 4 and bool(np.isfinite(a).all()) and (a.size != 4 or (a[2] > 0 and a[3] > 0))
+
 def _cross(a, b) -> float: return float(a[0] * b[1] - a[1] * b[0])
 
 def _convex_intersection_area(subject, clip) -> float:
@@ -112,9 +118,9 @@ def trajectory_overlaps(traj, gt, bounds=None) -> np.ndarray:
 
 # %% ../../nbs/61_vot.ipynb #e89f2156
 def vot_accuracy(traj, gt, burnin:int=10, bounds=None) -> tuple[float, int]:
-    "Mean overlap over tracked frames outside the burn-in after each initialisation, and how many frames counted."
+    "Mean overlap over tracked, annotated frames outside the burn-in after each initialisation, and how many frames counted."
     o = trajectory_overlaps(traj, gt, bounds)
-    mask = ~np.array([is_special(r) for r in traj], dtype=bool)
+    mask = np.array([not is_special(r) and has_region(g) for r, g in zip(traj, gt)], dtype=bool)   # tracked, annotated
     for i in init_frames(traj): mask[i:i + burnin] = False
     return (float(o[mask].mean()), int(mask.sum())) if mask.any() else (float("nan"), 0)
 
@@ -170,8 +176,10 @@ def run_supervised(n_frames:int, init, update, gt, init_boxes=None, bounds=None,
     for i in frames:
         if i < restart: traj.append([SKIPPED]); continue
         if i == restart:
+            if not has_region(init_boxes[i]): traj.append([SKIPPED]); restart = i + 1; continue   # wait for an annotated frame
             init(i, np.asarray(init_boxes[i], dtype=np.float64)); traj.append([INIT]); continue
         box = np.asarray(update(i), dtype=np.float64).reshape(-1)
+        if not has_region(gt[i]): traj.append(box.tolist()); continue        # no ground truth: nothing to fail against
         o = region_overlap(box, gt[i], bounds)
         if o > failure_overlap: traj.append(box.tolist())
         else: traj.append([FAILURE]); restart = i + skip
