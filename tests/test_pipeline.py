@@ -126,7 +126,7 @@ def test_broken_benchmark_resumes_without_retracking(tiny_run):
     keep = sorted((d/"results").rglob("*.txt"))[0]
     mtime = keep.stat().st_mtime_ns
     (d/"metrics.json").unlink()
-    victim = next(p for p in (d/"results/synth/synth/TSsKD_dull").glob("*.txt") if "time" not in p.name)
+    victim = next(p for p in (d/"results/ope/synth/synth/TSsKD_dull").glob("*.txt") if "time" not in p.name)
     victim.unlink()
     info = pl.run_pipeline("benchmark", "tiny", "siamfc", out, progress=False)
     assert info["stages"]["benchmark"]["last"] == "resumed"
