@@ -148,6 +148,8 @@ def test_given_teacher_checkpoint_is_used(tiny_run, tmp_path):
     t = pl.read_stage(tmp_path/"given", "teacher")["teacher"]
     assert t["source"] == "given" and t["steps"] == 0
     assert (tmp_path/"given"/t["checkpoint"]).read_bytes() == ck.read_bytes()
+    again = pl.run_pipeline("teacher", "tiny", "siamfc", tmp_path/"given", progress=False)   # -p remembered by the run
+    assert again["stages"]["teacher"]["last"] == "skipped" and again["parameters"] == dict(teacher_checkpoint=str(ck))
 
 
 def test_cli_run_and_demo_print_the_headline(tiny_run):
