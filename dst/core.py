@@ -5,15 +5,17 @@
 # %% ../nbs/00_core.ipynb #c501282a
 from __future__ import annotations
 import json, os, platform, random, subprocess, sys, tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh', 'iou_xywh', 'seed_everything',
-           'get_device', 'repo_root', 'shared_dir', 'fixtures_dir', 'atomic_write', 'save_json', 'provenance']
+__all__ = ['PRECISIONS', 'BF16_CPU_FLAGS', 'DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh',
+           'iou_xywh', 'seed_everything', 'get_device', 'cpu_flags', 'bf16_feature', 'resolve_precision',
+           'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir', 'fixtures_dir', 'atomic_write',
+           'save_json', 'provenance']
 
 # %% ../nbs/00_core.ipynb #63457ff1
 class DSTError(ValueError):
@@ -67,6 +69,46 @@ def get_device(device:str="auto") -> torch.device:
         raise DSTError(f"device {device!r} was asked for but CUDA is not available on this machine; use --device cpu")
     return dev
 
+# %% ../nbs/00_core.ipynb #7a3b090e
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")   # CPU features that make bf16 fast (checked in this order)
+
+def cpu_flags() -> set:
+    "This CPU's feature flags (Linux `/proc/cpuinfo`; empty where unreadable)."
+    try: txt = Path("/proc/cpuinfo").read_text()
+    except OSError: return set()
+    return set(next((l.split(":", 1)[1].split() for l in txt.splitlines() if l.startswith("flags")), []))
+
+def bf16_feature(device="cpu", flags:set|None=None) -> str|None:
+    "The feature that makes bf16 fast on `device` ('cuda', 'amx_bf16', 'avx512_bf16'), or None."
+    dev = torch.device(device)
+    if dev.type == "cuda": return "cuda" if torch.cuda.is_bf16_supported() else None
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in BF16_CPU_FLAGS if f in flags), None)
+
+# %% ../nbs/00_core.ipynb #690d0e35
+def resolve_precision(precision:str="auto", device="cpu", flags:set|None=None) -> str:
+    "'fp32' or 'bf16' for the asked `precision` on `device` (`auto`: bf16 where it is native)."
+    if precision not in PRECISIONS: raise DSTError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto": return precision
+    return "bf16" if bf16_feature(device, flags) else "fp32"
+
+def precision_note(precision:str, device="cpu", flags:set|None=None) -> str:
+    "What a log line and a provenance record say: the precision and the feature it relied on."
+    dev, feat = torch.device(device), bf16_feature(device, flags)
+    if precision == "bf16": return f"bf16 ({feat})" if feat else f"bf16 (emulated: this {dev.type} has no native bf16, expect it to be slow)"
+    return "fp32" + ("" if feat else f" (no {'/'.join(BF16_CPU_FLAGS) if dev.type == 'cpu' else 'bf16'} on this {dev.type})")
+
+def autocast(device, precision:str):
+    "The forward-pass context for a resolved `precision`: bf16 autocast, or nothing for fp32."
+    if precision == "bf16": return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+def channels_last(x):
+    "A module or 4-d tensor in channels-last (NHWC) memory format; other tensors unchanged."
+    if isinstance(x, torch.nn.Module): return x.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
 # %% ../nbs/00_core.ipynb #d481238d
 def repo_root() -> Path:
     "The checkout that holds this package (the folder with settings.ini), else the working directory."
@@ -84,13 +126,17 @@ def fixtures_dir() -> Path|None:
     return s/"fixtures" if s is not None and (s/"fixtures").is_dir() else None
 
 # %% ../nbs/00_core.ipynb #d53b3bcf
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
+
 @contextmanager
 def atomic_write(path, mode:str="w", **kw):
-    "Open a temporary file beside `path` for writing; on success rename it to `path`."
+    "Open a temporary file beside `path` for writing; on success rename it to `path` (mode from the user's umask)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kw) as f: yield f
+        os.chmod(tmp, 0o666 & ~_umask())             # mkstemp's 0600 must not survive the rename
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
