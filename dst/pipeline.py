@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast, copy, hashlib, json, re, shutil, sys, time
 from pathlib import Path
 
-from .core import DSTError, provenance, repo_root, save_json
+from .core import DSTError, provenance, repo_root, save_json, get_device, resolve_precision, precision_note, PRECISIONS
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'STAGES', 'STAGE_DIRS', 'STAGE_NOTEBOOKS',
@@ -198,7 +198,7 @@ def run_models(run_dir) -> dict:
     return out
 
 # %% ../nbs/75_pipeline.ipynb #bb412497
-COMMON = ("run_dir", "scale", "family", "seed", "device")
+COMMON = ("run_dir", "scale", "family", "seed", "device", "precision")
 
 def parse_params(items) -> dict:
     "`['k=v', ...]` -> dict, values as Python literals when they parse, else strings."
@@ -331,7 +331,8 @@ def run_report(run_dir, params:dict, force:bool=False, kernel:str="python3", pro
 def default_out(scale:str, family:str) -> Path: return Path("runs")/f"{scale}-{family}"
 
 def run_pipeline(stage:str="all", scale:str="smoke", family:str="siamfc", out=None, params:dict|None=None, force=(),
-                 kernel:str="python3", progress:bool=True, seed:int=0, device:str="auto") -> dict:
+                 kernel:str="python3", progress:bool=True, seed:int=0, device:str="auto",
+                 precision:str="auto") -> dict:
     "Run `stage` (or `all`: the four stages, then the report) of a run folder; returns run.json's content."
     check_scale(scale, family)
     if stage != "all" and stage not in STAGES: raise DSTError(f"stage {stage!r}: expected one of {list(STAGES)} or 'all'")
@@ -343,17 +344,18 @@ def run_pipeline(stage:str="all", scale:str="smoke", family:str="siamfc", out=No
     params = {**info.get("parameters", {}), **(params or {})}       # a run remembers its -p parameters
     known = set(COMMON) | {k for s in STAGE_NOTEBOOKS for k in declared(notebook_path(s))}
     if bad := sorted(set(params) - known): raise DSTError(f"unknown parameter(s) {bad}: no stage declares them; known: {sorted(known)}")
-    if clash := sorted(set(params) & set(COMMON)): raise DSTError(f"{clash}: give these with --out/--scale/--family/--seed/--device, not -p")
-    common = dict(run_dir=str(run_dir), scale=scale, family=family, seed=seed, device=device)
+    if clash := sorted(set(params) & set(COMMON)): raise DSTError(f"{clash}: give these with --out/--scale/--family/--seed/--device/--precision, not -p")
+    common = dict(run_dir=str(run_dir), scale=scale, family=family, seed=seed, device=device, precision=precision)
+    note = precision_note(resolve_precision(precision, get_device(device)), get_device(device))
     todo = list(STAGES) if stage == "all" else [stage]
     run_dir.mkdir(parents=True, exist_ok=True)
     if info and (info.get("scale"), info.get("family")) != (scale, family):
         raise DSTError(f"{run_dir} is a {info.get('scale')} {info.get('family')} run; use its own --scale/--family or another --out")
     info.update(scale=scale, family=family, seed=seed, parameters=info.get("parameters", {}),
-                stages=info.get("stages", {}), provenance=provenance(seed=seed, scale=scale))
+                stages=info.get("stages", {}), provenance=provenance(seed=seed, scale=scale, precision=note))
     for s in todo:
         t = time.time()
-        if progress: print(f"dst run: {s} ...", flush=True)
+        if progress: print(f"dst run: {s} ... ({get_device(device)}, {note})", flush=True)
         info["stages"][s] = dict(status="running")
         info["stages"] = {k: info["stages"][k] for k in STAGES if k in info["stages"]}; save_json(info, rj)
         try:
@@ -382,7 +384,7 @@ def report_summary(run_dir) -> str:
 
 def _cli_run(a) -> int:
     info = run_pipeline(a.stage, a.scale, a.family, a.out, parse_params(a.param), a.force or (), progress=not a.quiet,
-                        seed=a.seed, device=a.device)
+                        seed=a.seed, device=a.device, precision=a.precision)
     run_dir = Path(a.out or default_out(a.scale, a.family))
     if a.stage in ("all", "report", "benchmark"): print(report_summary(run_dir))
     status = ", ".join(f"{k} {v['status']}" for k, v in info["stages"].items())
@@ -401,6 +403,7 @@ def add_cli(sub):
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="a stage parameter (repeatable), e.g. -p otb100_root=/data/OTB100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="auto (bf16 where the device has it natively, else fp32), fp32 or bf16")
     p.add_argument("--force", action="append", metavar="STAGE", help="run STAGE again from scratch (repeatable; 'all' for every stage)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cli_run)

@@ -190,11 +190,11 @@ def test_nokd_builds_no_teacher_and_teacher_runs_once_per_batch(synth, tmp_path)
 
 
 def test_bf16_autocast_step_on_cpu():
-    """The mixed-precision path (CUDA's) exercised with bf16 on a CPU: finite losses in float32, weights stay fp32."""
+    """The bf16 path (native on CUDA and AMX CPUs, emulated elsewhere): finite losses in float32, weights stay fp32."""
     from dst.models.zoo import build_model
     torch.manual_seed(0)
     teacher, studs = build_model("siamrpn@0.1"), [build_model("siamrpn@0.05").train(), build_model("siamrpn@0.08").train()]
-    actor = Actor(studs, teacher, MECHANISMS["TSsKD"], family="siamrpn", amp=torch.bfloat16)
+    actor = Actor(studs, teacher, MECHANISMS["TSsKD"], family="siamrpn", precision="bf16")
     opts = [torch.optim.SGD(s.parameters(), lr=1e-3) for s in studs]
     st = train_step(actor, opts, synthetic_batch("siamrpn", 2, 271, 19), epoch=0, grad_clip=10.0)
     assert all(torch.isfinite(torch.tensor(v)) for v in st.values())
@@ -226,5 +226,26 @@ def test_config_errors(synth, tmp_path):
         Trainer(cfg_dict(synth, tmp_path/"b", students=["siamfc@0.1", "siamrpn@0.1"]), progress=False)
     with pytest.raises(DSTError, match="no such file"):
         Trainer(cfg_dict(synth, tmp_path/"c", teacher=str(tmp_path/"teacher.pt")), progress=False)
-    with pytest.raises(DSTError, match="TrainConfig.amp"):
-        TrainConfig(**cfg_dict(synth, tmp_path, amp="fp8"))
+    with pytest.raises(DSTError, match="TrainConfig.precision = 'fp8'"):
+        TrainConfig(**cfg_dict(synth, tmp_path, precision="fp8"))
+    assert TrainConfig.from_dict(cfg_dict(synth, tmp_path, amp="off")).precision == "fp32"   # an old run folder's config
+
+
+def test_forced_fp32_matches_plain_layout(synth, tmp_path):
+    """Forcing fp32 (what an AVX2-only machine resolves `auto` to) trains as before: float32 weights, the precision
+    named in run.json and the summary; one step in channels-last equals one in the plain layout up to float32 rounding."""
+    from dst.models.zoo import build_model
+    from dst.train.ddp import prepare_model, prepare_input
+    res = train(cfg_dict(synth, tmp_path/"run", precision="fp32"), progress=False)
+    assert res["precision"] == "fp32" and res["precision_note"].startswith("fp32")
+    assert json.loads((tmp_path/"run"/"run.json").read_text())["precision"].startswith("fp32")
+    assert all(v.dtype == torch.float32 for v in weights(tmp_path/"run"/"students"/"s0.pt").values() if v.is_floating_point())
+    after = {}
+    for cl in (True, False):
+        torch.manual_seed(0)
+        net = prepare_model(build_model("siamfc@0.2").train(), "cpu", cl)
+        b = {k: prepare_input(v, "cpu", cl) for k, v in synthetic_batch("siamfc", 2, 191, 9).items()}
+        train_step(Actor([net], None, ("gt",), family="siamfc", precision="fp32"), [torch.optim.SGD(net.parameters(), lr=1e-2)], b, 0)
+        after[cl] = {k: v.contiguous() for k, v in net.state_dict().items()}
+    for k, v in after[True].items():
+        assert torch.allclose(v.float(), after[False][k].float(), rtol=1e-4, atol=1e-6), k

@@ -34,7 +34,7 @@ _FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--augment": ("augment", str, "PairDataset augmentation preset (siamfc, siamrpn, none)"),
     "--seed": ("seed", int, "random seed"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, ..."),
-    "--amp": ("amp", str, "mixed precision: auto, off, bf16, fp16"),
+    "--precision": ("precision", str, "auto (bf16 where the device has it natively, else fp32), fp32 or bf16"),
     "--num-workers": ("num_workers", int, "DataLoader worker processes"),
     "--ckpt-every": ("ckpt_every", int, "save the training state every N steps (0: at epoch ends)"),
     "--max-steps": ("max_steps", int, "stop after N steps in all, saving the state (resume later)"),

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device
+from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device, PRECISIONS
 from ..models.siamese import SiamNet, FAMILIES, check_spec, size_mb, count_params
 from ..models.zoo import build_model
 from ..models.checkpoint import load_checkpoint, save_checkpoint, torch_load
@@ -20,7 +20,7 @@ from ..distill.tracking import gt_loss
 from ..distill.transfer import KDConfig
 from ..distill.str_loss import kt_objective, str_maps, map_mse
 from ..distill.sharing import tsskd_objectives
-from .ddp import (AMP_CHOICES, amp_dtype, autocast, make_scaler, prepare_model, prepare_input,
+from .ddp import (train_precision, autocast, prepare_model, prepare_input,
                            setup_distributed, cleanup_distributed, wrap_model, unwrap, ranks_agree, sync_buffers, barrier,
                            rank_batches, steps_per_epoch)
 
@@ -60,7 +60,7 @@ def mechanism_of(losses) -> str:
 
 # %% ../../nbs/40_engine.ipynb #0d90488e
 FRAME_FILTERS = ("siamfc", "permissive")
-RUN_CONTROL = ("device", "num_workers", "ckpt_every", "max_steps", "out")   # may differ when resuming
+RUN_CONTROL = ("device", "precision", "num_workers", "ckpt_every", "max_steps", "out")   # may differ when resuming
 _DATA_KEYS = {"dataset", "root", "split", "frame_range", "num_use", "sequences"}
 
 def _data_entry(d, i:int) -> dict:
@@ -98,8 +98,8 @@ class TrainConfig:
     augment: str | None = None            # PairDataset augmentation preset (None: the family's)
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"                     # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
-    channels_last: bool = True            # NHWC on CUDA
+    precision: str = "auto"               # auto (bf16 where native: CUDA, AMX/AVX-512 BF16 CPUs; else fp32), fp32, bf16
+    channels_last: bool = True            # NHWC memory format (CPU and CUDA)
     num_workers: int = 0                  # DataLoader workers
     ckpt_every: int = 0                   # save the training state every N steps (0: at epoch ends only)
     max_steps: int | None = None          # stop after N steps in all (state saved); None: run to the end
@@ -128,7 +128,7 @@ class TrainConfig:
         for k in ("pairs_per_epoch", "max_steps", "search_size"):
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1): raise DSTError(f"TrainConfig.{k} = {v!r}: expected a whole number >= 1 or None")
-        if self.amp not in AMP_CHOICES: raise DSTError(f"TrainConfig.amp = {self.amp!r}: expected one of {list(AMP_CHOICES)}")
+        if self.precision not in PRECISIONS: raise DSTError(f"TrainConfig.precision = {self.precision!r}: expected one of {list(PRECISIONS)}")
         if self.frame_filter not in FRAME_FILTERS: raise DSTError(f"TrainConfig.frame_filter = {self.frame_filter!r}: expected one of {list(FRAME_FILTERS)}")
         if isinstance(self.data, (str, dict)): self.data = [self.data]
         self.data = [_data_entry(d, i) for i, d in enumerate(self.data)]
@@ -146,7 +146,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d:dict) -> "TrainConfig":
-        "A config from a dict; unknown keys are an error."
+        "A config from a dict; unknown keys are an error (a run folder's old `amp` key is read as `precision`)."
+        if "amp" in d and "precision" not in d:                  # configs written before the precision policy
+            d = {**{k: v for k, v in d.items() if k != "amp"}, "precision": {"off": "fp32"}.get(d["amp"], d["amp"])}
         if unknown := set(d) - {f.name for f in dataclasses.fields(cls)}:
             raise DSTError(f"TrainConfig: unknown keys {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(cls)]}")
         return cls(**copy.deepcopy(d))
@@ -270,11 +272,11 @@ def str_from_maps(s_out:dict, t_maps:dict, kd:KDConfig):
 class Actor:
     "Owns the teacher, the students and the loss terms; `actor(batch, epoch)` -> `(total loss, stats)`."
     def __init__(self, students, teacher=None, losses=("gt",), kd:KDConfig|dict|None=None, family:str="siamfc",
-                 warmup_epochs:int=0, device="cpu", amp=None, beta=None):
+                 warmup_epochs:int=0, device="cpu", precision:str="fp32", beta=None):
         self.students, self.teacher = list(students), teacher
         self.losses, self.family, self.warmup_epochs = tuple(losses), family, int(warmup_epochs)
         self.kd = kd if isinstance(kd, KDConfig) else KDConfig.from_dict(kd or {})
-        self.device, self.amp, self.beta = torch.device(device), amp, beta   # amp: autocast dtype or None
+        self.device, self.precision, self.beta = torch.device(device), precision, beta   # precision: resolved, fp32 or bf16
         if teacher is not None: teacher.eval().requires_grad_(False)
         self.teacher_calls = 0                                               # teacher forwards so far (for tests)
 
@@ -290,7 +292,7 @@ class Actor:
     def teacher_forward(self, z, x) -> dict:
         "The teacher's outputs for a batch: eval mode, no gradient, float32."
         self.teacher_calls += 1
-        with torch.no_grad(), autocast(self.device, self.amp): return _float_out(self.teacher(z, x))
+        with torch.no_grad(), autocast(self.device, self.precision): return _float_out(self.teacher(z, x))
 
     def __call__(self, batch:dict, epoch:int) -> tuple:
         z, x, target = batch["z"], batch["x"], batch_target(batch, self.family)
@@ -299,7 +301,7 @@ class Actor:
         t_maps = teacher_str_maps(t_out, self.kd) if "str" in parts else None     # once for every student
         outs, kts = [], []
         for i, s in enumerate(self.students):
-            with autocast(self.device, self.amp): o = _float_out(s(z, x))
+            with autocast(self.device, self.precision): o = _float_out(s(z, x))
             loss, st = kt_objective(o, t_out, target, self.kd, tuple(p for p in parts if p != "str"))
             if t_maps is not None:
                 l_str = str_from_maps(o, t_maps, self.kd)
@@ -326,19 +328,16 @@ class Actor:
         return total, stats
 
 # %% ../../nbs/40_engine.ipynb #00978205
-def train_step(actor:Actor, optimizers:list, batch:dict, epoch:int, scaler=None, grad_clip:float|None=None) -> dict:
+def train_step(actor:Actor, optimizers:list, batch:dict, epoch:int, grad_clip:float|None=None) -> dict:
     "One optimisation step of every student on `batch`; returns the actor's stats (plus gradient norms)."
     for o in optimizers: o.zero_grad(set_to_none=True)
     loss, stats = actor(batch, epoch)
-    scaling = scaler is not None and scaler.is_enabled()
-    if not scaling and not math.isfinite(stats["loss"]):
+    if not math.isfinite(stats["loss"]):
         raise DSTError(f"the loss is {stats['loss']} at epoch {epoch} ({ {k: v for k, v in stats.items() if not math.isfinite(v)} }); lower the learning rate or set grad_clip")
-    (scaler.scale(loss) if scaling else loss).backward()
+    loss.backward()
     for i, (o, s) in enumerate(zip(optimizers, actor.students)):
-        if scaling: scaler.unscale_(o)
         if grad_clip: stats[f"s{i}.grad"] = float(nn.utils.clip_grad_norm_(s.parameters(), grad_clip))
-        scaler.step(o) if scaling else o.step()
-    if scaling: scaler.update()
+        o.step()
     return stats
 
 # %% ../../nbs/40_engine.ipynb #9911824c
@@ -359,14 +358,14 @@ def set_rng_state(d:dict):
     v = d["python"]; random.setstate((v[0], tuple(v[1]), v[2]))
     if "cuda" in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d["cuda"])
 
-def save_state(path, config:dict, students, optimizers, scaler, epoch:int, step_in_epoch:int, global_step:int,
+def save_state(path, config:dict, students, optimizers, epoch:int, step_in_epoch:int, global_step:int,
                lr:float, finished:bool=False) -> Path:
     "Write the whole training state to `path`, atomically."
     nets = [unwrap(s) for s in students]
     state = dict(format=STATE_FORMAT, config=config, epoch=int(epoch), step_in_epoch=int(step_in_epoch), global_step=int(global_step),
                  finished=bool(finished), archs=[copy.deepcopy(n.spec) for n in nets],
                  students=[{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets],
-                 optimizers=[o.state_dict() for o in optimizers], scaler=scaler.state_dict() if scaler is not None else {},
+                 optimizers=[o.state_dict() for o in optimizers],
                  scheduler=dict(epoch=int(epoch), lr=float(lr)), rng=rng_state())
     with atomic_write(path, "wb") as f: torch.save(state, f)
     return Path(path)
@@ -435,7 +434,7 @@ class Trainer:
             for i, (n, sd, arch) in enumerate(zip(nets, state["students"], state["archs"])):
                 if n.spec != arch: raise DSTError(f"{self.out}/state.pt: student {i}'s architecture differs from the config's {cfg.students[i]!r}")
                 n.load_state_dict(sd)
-        self.amp = amp_dtype(self.device, cfg.amp)
+        self.precision, self.precision_note = train_precision(self.device, cfg.precision)
         if self.device.type == "cuda": torch.backends.cudnn.benchmark = True    # fastest kernels (not bit-reproducible)
         if self.teacher is not None: self.teacher = prepare_model(self.teacher, self.device, cfg.channels_last)
         nets = [prepare_model(n.train(), self.device, cfg.channels_last) for n in nets]
@@ -444,13 +443,11 @@ class Trainer:
         self.finished = bool(state and state.get("finished"))
         lr = lr_at(min(self.epoch, cfg.total_epochs - 1), cfg)
         self.optimizers = [torch.optim.SGD(n.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) for n in nets]
-        self.scaler = make_scaler(self.device, self.amp)
         if state is not None:
             for o, sd in zip(self.optimizers, state["optimizers"]): o.load_state_dict(sd)
-            if state["scaler"]: self.scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
         self.students = [wrap_model(n, info) for n in nets]
-        self.actor = Actor(self.students, self.teacher, cfg.losses, cfg.kd, self.family, cfg.warmup_epochs, self.device, self.amp)
+        self.actor = Actor(self.students, self.teacher, cfg.losses, cfg.kd, self.family, cfg.warmup_epochs, self.device, self.precision)
         self.dataset = build_dataset(cfg, self.family, self.exemplar_size, self.search_size, self.score_size)
         self.steps_per_epoch = steps_per_epoch(len(self.dataset), cfg.batch_size, info.world)
         if self.steps_per_epoch < 1:
@@ -477,14 +474,14 @@ class Trainer:
             for f in (self.out/"students").glob("s*.pt"): f.unlink()
             self.out.mkdir(parents=True, exist_ok=True)
             save_json(self.cfg.to_dict(), self.out/"config.json")
-            save_json(provenance(seed=self.cfg.seed, mechanism=self.cfg.mechanism, world=self.info.world), self.out/"run.json")
+            save_json(provenance(seed=self.cfg.seed, mechanism=self.cfg.mechanism, world=self.info.world, precision=self.precision_note), self.out/"run.json")
         barrier(self.info)
 
     def save(self, epoch:int, step_in_epoch:int, finished:bool=False):
         "Save the training state (rank 0); a completed epoch is stored as the start of the next."
         if step_in_epoch >= self.steps_per_epoch: epoch, step_in_epoch = epoch + 1, 0
         if self.info.is_main:
-            save_state(self.out/"state.pt", self.cfg.to_dict(), self.students, self.optimizers, self.scaler, epoch, step_in_epoch,
+            save_state(self.out/"state.pt", self.cfg.to_dict(), self.students, self.optimizers, epoch, step_in_epoch,
                        self.global_step, lr_at(min(epoch, self.cfg.total_epochs - 1), self.cfg), finished)
 
     def _loader(self, epoch:int, start:int):
@@ -499,6 +496,9 @@ class Trainer:
         cfg, info, t_run = self.cfg, self.info, time.perf_counter()
         if self.finished: return self.summary(finished=True, seconds=0.0, already=True)
         if cfg.max_steps and self.global_step >= cfg.max_steps: return self.summary(finished=False, seconds=0.0)
+        if self.progress and info.is_main:
+            print(f"dst train: {cfg.mechanism} of {len(self.nets)} student(s) on {self.device}, {self.precision_note}, "
+                  f"{cfg.total_epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} pairs -> {self.out}", flush=True)
         log = MetricsLog(self.out/"metrics.jsonl", keep_until=self.resumed_from or 0, enabled=info.is_main)
         total, stopped, last = cfg.total_epochs, False, {}
         try:
@@ -514,7 +514,7 @@ class Trainer:
                     t_data = time.perf_counter() - t_prev
                     batch = {key: prepare_input(v, self.device, cfg.channels_last) if key in ("z", "x") else v.to(self.device, non_blocking=True)
                              for key, v in batch.items()}
-                    stats = train_step(self.actor, self.optimizers, batch, epoch, self.scaler, cfg.grad_clip)
+                    stats = train_step(self.actor, self.optimizers, batch, epoch, cfg.grad_clip)
                     self.global_step += 1
                     dt = time.perf_counter() - t_prev
                     row = dict(step=self.global_step, epoch=epoch, step_in_epoch=k + 1, phase=phase, lr=lr, **stats,
@@ -563,7 +563,7 @@ class Trainer:
         return dict(out=str(self.out), mechanism=self.cfg.mechanism, losses=self.cfg.losses, family=self.family,
                     finished=finished, already_finished=already, steps=self.global_step, epochs=self.cfg.total_epochs,
                     steps_per_epoch=self.steps_per_epoch, world=self.info.world, device=str(self.device),
-                    amp=str(self.amp).replace("torch.", "") if self.amp else None, ranks_agree=ranks_agree,
+                    precision=self.precision, precision_note=self.precision_note, ranks_agree=ranks_agree,
                     seconds=round(seconds, 2), teacher=self.teacher_info, students=studs)
 
 def train(config, resume:bool=False, overwrite:bool=False, progress:bool=True) -> dict:
@@ -596,10 +596,10 @@ def _sync(device):
     if torch.device(device).type == "cuda": torch.cuda.synchronize()
 
 def step_time_ratio(teacher="siamfc", students=("siamfc@0.3", "siamfc_half"), losses=tuple(MECHANISMS["TSsKD"]),
-                    batch_size:int=8, search_size:int|None=None, repeats:int=5, device="auto", amp:str="auto",
+                    batch_size:int=8, search_size:int|None=None, repeats:int=5, device="auto", precision:str="auto",
                     channels_last:bool=True, seed:int=0) -> dict:
     "Median seconds of a TSsKD (or any `losses`) step and of a NOKD step of the same students, and their ratio."
-    dev = get_device(device); dt = amp_dtype(dev, amp)
+    dev = get_device(device); prec, note = train_precision(dev, precision)
     t_net = prepare_model(resolve_model(teacher, seed)[0], dev, channels_last)
     nets = [prepare_model(resolve_model(s, seed + 1 + i)[0].train(), dev, channels_last) for i, s in enumerate(students)]
     fam, S = check_networks(t_net, nets, None, search_size)
@@ -607,19 +607,18 @@ def step_time_ratio(teacher="siamfc", students=("siamfc@0.3", "siamfc_half"), lo
     batch = synthetic_batch(fam, batch_size, X, S, seed, dev)
     batch = {k: prepare_input(v, dev, channels_last) if k in ("z", "x") else v for k, v in batch.items()}
     opts = [torch.optim.SGD(n.parameters(), lr=1e-4, momentum=0.9) for n in nets]
-    scaler = make_scaler(dev, dt)
-    kd, nokd = Actor(nets, t_net, losses, family=fam, device=dev, amp=dt), Actor(nets, None, ("gt",), family=fam, device=dev, amp=dt)
+    kd, nokd = Actor(nets, t_net, losses, family=fam, device=dev, precision=prec), Actor(nets, None, ("gt",), family=fam, device=dev, precision=prec)
     def timed(fn):
         _sync(dev); t = time.perf_counter(); fn(); _sync(dev); return time.perf_counter() - t
     runs = dict(kd=[], nokd=[], teacher=[])
     for r in range(repeats + 1):                                   # the first round warms up and is not counted
-        a = timed(lambda: train_step(kd, opts, batch, 0, scaler))
-        b = timed(lambda: train_step(nokd, opts, batch, 0, scaler))
+        a = timed(lambda: train_step(kd, opts, batch, 0))
+        b = timed(lambda: train_step(nokd, opts, batch, 0))
         c = timed(lambda: kd.teacher_forward(batch["z"], batch["x"]))
         if r: runs["kd"].append(a); runs["nokd"].append(b); runs["teacher"].append(c)
     m = {k: statistics.median(v) for k, v in runs.items()}
     n = len(nets)
     return dict(mechanism=mechanism_of(losses), teacher=str(teacher), students=[str(s) for s in students], batch_size=batch_size,
-                search_size=X, device=str(dev), amp=str(dt).replace("torch.", "") if dt else None, nokd_s=m["nokd"],
+                search_size=X, device=str(dev), precision=prec, precision_note=note, nokd_s=m["nokd"],
                 tsskd_s=m["kd"], ratio=m["kd"] / m["nokd"], teacher_forward_s=m["teacher"],
                 ratio_if_teacher_per_student=(m["kd"] + (n - 1) * m["teacher"]) / m["nokd"])
