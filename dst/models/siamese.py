@@ -14,7 +14,7 @@ from .backbones import build_backbone, alexnet_sizes, conv_out
 from .heads import SiamFCHead, UpChannelRPN, MultiRPN, AdjustNeck
 
 # %% auto #0
-__all__ = ['FAMILIES', 'check_spec', 'SiamNet', 'size_mb', 'count_params']
+__all__ = ['FAMILIES', 'check_spec', 'SiamNet', 'size_mb', 'count_params', 'inference_copy']
 
 # %% ../../nbs/23_siamese.ipynb #a2bdce88
 FAMILIES = {"siamfc": "fc", "siamrpn": "uprpn", "siamrpnpp": "dwrpn"}   # family -> its head type
@@ -95,3 +95,19 @@ def size_mb(model:nn.Module) -> float:
 def count_params(model:nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+# %% ../../nbs/23_siamese.ipynb #7d56060f
+def _fold(m:nn.Module) -> nn.Module:
+    "Fold conv + batch norm in `m` (whole, if torch.fx can trace it; else each child in turn)."
+    from torch.fx.experimental.optimization import fuse
+    if not any(isinstance(c, nn.modules.batchnorm._BatchNorm) for c in m.modules()): return m
+    try: return fuse(m)
+    except Exception:                                  # not traceable as a whole (a ModuleList, data-dependent code)
+        for name, c in m.named_children(): setattr(m, name, _fold(c))
+        return m
+
+def inference_copy(net:nn.Module, channels_last:bool=True) -> nn.Module:
+    "An eval-mode copy of `net` for tracking: batch norm folded into the convolutions, channels-last when asked."
+    net = copy.deepcopy(net).eval()
+    for name, c in list(net.named_children()): setattr(net, name, _fold(c))
+    return net.to(memory_format=torch.channels_last) if channels_last else net
