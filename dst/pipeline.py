@@ -30,7 +30,13 @@ SCALES = {
         select=dict(steps=4, candidates=2, epochs=1, pairs=32, val_pairs=16, batch_size=8),
         students=dict(epochs=2, warmup_epochs=1, pairs_per_epoch=48, batch_size=8, num_workers=0, n_students="1,2,3"),
         benchmark=dict(max_frames=40, speed_frames=20, workers=2)),
-    "medium": dict(  # one GPU, under 30 minutes (an estimate: see below)
+    "cpu": dict(    # one idle 2-core CPU, at most 2.5 hours (issue 12): the method's effects at a real training budget
+        synth=dict(preset="medium", sequences=[120, 10]),
+        teacher=dict(epochs=12, warmup_epochs=0, pairs_per_epoch=1600, batch_size=8, num_workers=0),
+        select=dict(steps=8, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),
+        students=dict(epochs=8, warmup_epochs=1, pairs_per_epoch=800, batch_size=8, num_workers=0, n_students="1,2,3", ablation_scale=0.5),
+        benchmark=dict(max_frames=None, speed_frames=30, workers=2)),
+    "medium": dict(  # one GPU, under 8 minutes with start-up (an estimate until run: see below)
         synth=dict(preset="medium"),
         teacher=dict(epochs=12, warmup_epochs=0, pairs_per_epoch=2048, batch_size=32, num_workers=8),
         select=dict(steps=12, candidates=3, epochs=3, pairs=2000, val_pairs=300, batch_size=32),
@@ -43,7 +49,7 @@ SCALES = {
         students=dict(epochs=None, warmup_epochs=None, pairs_per_epoch=None, batch_size=None, num_workers=8, n_students="1,2,3,4,5"),
         benchmark=dict(max_frames=None, speed_frames=100, workers=8)),
 }
-CPU_SCALES = ("tiny", "smoke")
+CPU_SCALES = ("tiny", "smoke", "cpu")
 FAMILY_MODELS = {  # role -> (registered architecture, channel scale)
     "siamfc": dict(teacher=("siamfc", 1.0), intelligent=("siamfc", 0.5), dull=("siamfc", 0.27)),
     "siamrpn": dict(teacher=("siamrpn", 1.0), intelligent=("siamrpn", 0.5), dull=("siamrpn", 0.23)),
