@@ -15,7 +15,7 @@ __all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'main']
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
     "dst.data.synth",
     "dst.data.verify",
-    "dst.models.zoo",
+    "dst.models.refs",
     "dst.models.convert",
     "dst.models.export",
     "dst.select.search",

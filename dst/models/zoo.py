@@ -12,7 +12,7 @@ from .siamese import SiamNet, size_mb, count_params
 
 # %% auto #0
 __all__ = ['ARCHS', 'PAPER_SIZES', 'ROLES', 'siamfc_alexnet', 'siamrpn_alexnet', 'siamrpn_alex_dw', 'siamrpnpp_resnet', 'shrink',
-           'get_spec', 'build_model', 'model_table', 'add_cli']
+           'get_spec', 'build_model', 'model_table']
 
 # %% ../../nbs/24_zoo.ipynb #4dc0b9bb
 def siamfc_alexnet(widths=(96, 256, 384, 384, 256), out_scale:float=0.001) -> dict:
@@ -116,20 +116,3 @@ def model_table(names=None) -> list:
                          size_mb=round(size_mb(m), 2), paper_size_mb=PAPER_SIZES.get(n),
                          inputs=[m.spec["template_size"], m.spec["search_size"]], response=m.response_size))
     return rows
-
-# %% ../../nbs/24_zoo.ipynb #a383203c
-def _cli_models(args):
-    rows = model_table(args.names or None)
-    if args.json: print(json.dumps(rows, indent=2)); return
-    w = max(len(r["name"]) for r in rows)
-    print(f"{'name':<{w}}  {'params':>12}  {'size MB':>8}  {'paper MB':>8}  {'in':>7}  {'resp':>4}  role")
-    for r in rows:
-        p = f"{r['paper_size_mb']:.1f}" if r["paper_size_mb"] else "-"
-        print(f"{r['name']:<{w}}  {r['params']:>12,}  {r['size_mb']:>8.2f}  {p:>8}  {'/'.join(map(str, r['inputs'])):>7}  {r['response']:>4}  {r['role']}")
-
-def add_cli(sub):
-    "Add `dst models`."
-    p = sub.add_parser("models", help="list the named architectures with parameters and size (MB)")
-    p.add_argument("names", nargs="*", help="architecture names, optionally NAME@SCALE (default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cli_models)

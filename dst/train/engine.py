@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device, PRECISIONS
-from ..models.siamese import SiamNet, FAMILIES, check_spec, size_mb, count_params
+from ..models.siamese import SiamNet, FAMILIES, check_spec, size_mb, count_params, inference_copy
 from ..models.zoo import build_model
 from ..models.checkpoint import load_checkpoint, save_checkpoint, torch_load
 from ..distill.tracking import gt_loss
@@ -436,7 +436,8 @@ class Trainer:
                 n.load_state_dict(sd)
         self.precision, self.precision_note = train_precision(self.device, cfg.precision)
         if self.device.type == "cuda": torch.backends.cudnn.benchmark = True    # fastest kernels (not bit-reproducible)
-        if self.teacher is not None: self.teacher = prepare_model(self.teacher, self.device, cfg.channels_last)
+        if self.teacher is not None:   # frozen: batch norm folded into its convolutions (same outputs, one pass less)
+            self.teacher = prepare_model(inference_copy(self.teacher, cfg.channels_last), self.device, cfg.channels_last)
         nets = [prepare_model(n.train(), self.device, cfg.channels_last) for n in nets]
         self.nets = nets
         self.epoch, self.step_in_epoch, self.global_step = (state["epoch"], state["step_in_epoch"], state["global_step"]) if state else (0, 0, 0)
@@ -600,7 +601,7 @@ def step_time_ratio(teacher="siamfc", students=("siamfc@0.3", "siamfc_half"), lo
                     channels_last:bool=True, seed:int=0) -> dict:
     "Median seconds of a TSsKD (or any `losses`) step and of a NOKD step of the same students, and their ratio."
     dev = get_device(device); prec, note = train_precision(dev, precision)
-    t_net = prepare_model(resolve_model(teacher, seed)[0], dev, channels_last)
+    t_net = prepare_model(inference_copy(resolve_model(teacher, seed)[0], channels_last), dev, channels_last)
     nets = [prepare_model(resolve_model(s, seed + 1 + i)[0].train(), dev, channels_last) for i, s in enumerate(students)]
     fam, S = check_networks(t_net, nets, None, search_size)
     X = search_size or t_net.spec.get("search_size", 255)
