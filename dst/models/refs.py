@@ -38,14 +38,14 @@ def _looks_like_path(s:str) -> bool: return os.sep in s or "/" in s or s.lower()
 def resolve_model(ref, seed:int|None=None, map_location="cpu") -> tuple:
     "`(network, info)` from a network, spec dict, spec .json, checkpoint file, shipped name or zoo name (`NAME@SCALE`)."
     if isinstance(ref, nn.Module): return ref, dict(ref="module", source="module", name=getattr(ref, "spec", {}).get("name", type(ref).__name__))
-    if seed is not None: torch.manual_seed(seed)
-    if isinstance(ref, dict): return SiamNet(copy.deepcopy(ref)).to(map_location), dict(ref="spec", source="spec", name=ref.get("name", ref.get("family")))
+    fresh = lambda spec: (torch.manual_seed(seed) if seed is not None else None, SiamNet(spec).to(map_location))[1]   # new weights from `seed`
+    if isinstance(ref, dict): return fresh(copy.deepcopy(ref)), dict(ref="spec", source="spec", name=ref.get("name", ref.get("family")))
     if not isinstance(ref, (str, Path)): raise DSTError(f"model {ref!r}: expected a zoo name, a checkpoint or spec file, a shipped model or a spec dict")
     s, p = str(ref), Path(str(ref))
     if p.is_file() and p.suffix == ".json":
         try: spec = json.loads(p.read_text())
         except json.JSONDecodeError as e: raise DSTError(f"{p}: not a JSON architecture spec ({e})") from None
-        return SiamNet(spec).to(map_location), dict(ref=s, source="spec-file", name=spec.get("name", p.stem), path=s)
+        return fresh(spec), dict(ref=s, source="spec-file", name=spec.get("name", p.stem), path=s)
     if p.is_file():
         net, ck = load_checkpoint(p, map_location)
         return net, dict(ref=s, source="checkpoint", name=net.spec.get("name", p.stem), path=s, meta=ck.get("meta", {}))
@@ -53,7 +53,7 @@ def resolve_model(ref, seed:int|None=None, map_location="cpu") -> tuple:
         net, ck = load_checkpoint(shipped[s]["path"], map_location)
         return net, dict(ref=s, source="shipped", name=s, path=shipped[s]["path"], meta=ck.get("meta", {}))
     if _looks_like_path(s): raise DSTError(f"model {s!r}: no such file")
-    if s.partition("@")[0] in ARCHS: return SiamNet(get_spec(s)).to(map_location), dict(ref=s, source="zoo", name=s)
+    if s.partition("@")[0] in ARCHS: return fresh(get_spec(s)), dict(ref=s, source="zoo", name=s)
     raise DSTError(f"model {s!r} is not a file, a shipped model ({', '.join(shipped) or 'none installed'}) or a zoo "
                    f"architecture ({', '.join(ARCHS)}; append @SCALE to shrink)")
 

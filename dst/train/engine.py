@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device, PRECISIONS
 from ..models.siamese import SiamNet, FAMILIES, check_spec, size_mb, count_params, inference_copy
+from ..models.refs import resolve_model
 from ..models.zoo import build_model
 from ..models.checkpoint import load_checkpoint, save_checkpoint, torch_load
 from ..distill.tracking import gt_loss
@@ -27,9 +28,9 @@ from .ddp import (train_precision, autocast, prepare_model, prepare_input,
 # %% auto #0
 __all__ = ['KT_TERMS', 'TERMS', 'TEACHER_TERMS', 'MECHANISMS', 'ABLATIONS', 'FRAME_FILTERS', 'RUN_CONTROL', 'PAPER_SCHEDULES',
            'STATE_FORMAT', 'RUN_FILES', 'table_losses', 'mechanism_of', 'TrainConfig', 'config_diff', 'lr_at',
-           'paper_config', 'resolve_model', 'response_size', 'check_networks', 'build_dataset', 'batch_target',
-           'teacher_str_maps', 'str_from_maps', 'Actor', 'train_step', 'rng_state', 'set_rng_state', 'save_state',
-           'load_state', 'read_metrics', 'MetricsLog', 'Trainer', 'train', 'synthetic_batch', 'step_time_ratio']
+           'paper_config', 'response_size', 'check_networks', 'build_dataset', 'batch_target', 'teacher_str_maps',
+           'str_from_maps', 'Actor', 'train_step', 'rng_state', 'set_rng_state', 'save_state', 'load_state',
+           'read_metrics', 'MetricsLog', 'Trainer', 'train', 'synthetic_batch', 'step_time_ratio']
 
 # %% ../../nbs/40_engine.ipynb #a76e9516
 KT_TERMS = ("gt", "ts", "ah", "str")              # kt_objective's parts
@@ -199,20 +200,6 @@ def paper_config(row:str, family:str, teacher, students, data=(), schedule:str="
                           "losses": losses, "family": family, "data": list(data), **kw})
 
 # %% ../../nbs/40_engine.ipynb #fc34f67d
-def _is_path(ref) -> bool:
-    return isinstance(ref, (str, Path)) and (str(ref).endswith((".pt", ".pth")) or Path(str(ref)).is_file())
-
-def resolve_model(ref, seed:int=0) -> tuple:
-    "`(network, description)` from a checkpoint path, a spec dict or a zoo name (new weights drawn from `seed`)."
-    if _is_path(ref):
-        if not Path(str(ref)).is_file(): raise DSTError(f"checkpoint {str(ref)!r}: no such file")
-        model, _ = load_checkpoint(ref)
-        return model, dict(ref=str(ref), source="checkpoint", name=model.spec.get("name", Path(str(ref)).stem))
-    torch.manual_seed(seed)
-    if isinstance(ref, dict): return SiamNet(ref), dict(ref="spec", source="spec", name=ref.get("name", ref.get("family")))
-    if isinstance(ref, str): return build_model(ref), dict(ref=ref, source="name", name=ref)
-    raise DSTError(f"network reference {ref!r}: expected a zoo name, a spec dict or a checkpoint path")
-
 def response_size(model:SiamNet, search_size:int|None=None) -> int:
     "The response map size of `model` on `search_size` crops (default: its own)."
     return check_spec({**model.spec, "search_size": search_size or model.spec.get("search_size", 255)})
@@ -422,7 +409,7 @@ class Trainer:
         # networks: the teacher only when a term needs it; student i drawn from seed + 1 + i
         if cfg.teacher is not None and any(t in TEACHER_TERMS for t in cfg.losses):
             self.teacher, self.teacher_info = resolve_model(cfg.teacher, cfg.seed)
-            if self.teacher_info["source"] != "checkpoint":
+            if self.teacher_info["source"] not in ("checkpoint", "shipped"):
                 warnings.warn(f"teacher {self.teacher_info['name']!r} has freshly initialised weights (a {self.teacher_info['source']}, not a checkpoint): fine for a smoke test, meaningless for distillation", stacklevel=2)
         else: self.teacher, self.teacher_info = None, None
         resolved = [resolve_model(ref, cfg.seed + 1 + i) for i, ref in enumerate(cfg.students)]
