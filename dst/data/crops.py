@@ -95,11 +95,12 @@ def cut_window(img:np.ndarray, x0:int, y0:int, w:int, h:int, pad_value) -> np.nd
     H, W = img.shape[:2]
     x0, y0, w, h = int(x0), int(y0), int(w), int(h)
     l, t, r, b = max(0, -x0), max(0, -y0), max(0, x0 + w - W), max(0, y0 + h - H)   # overhang on each side
-    inner = img[y0 + t:y0 + h - b, x0 + l:x0 + w - r]
+    inner = img[max(y0, 0):max(min(y0 + h, H), 0), max(x0, 0):max(min(x0 + w, W), 0)]   # the part inside (maybe none)
     if not (l or t or r or b): return inner
     pad = tuple(float(v) for v in np.atleast_1d(pad_value))
-    if inner.size == 0:                                                             # entirely outside the image
-        out = np.empty((h, w) + img.shape[2:], img.dtype); out[...] = np.asarray(pad[:img.shape[2] if img.ndim == 3 else 1]).astype(img.dtype); return out
+    if inner.size == 0:                                     # entirely outside the image: all padding, rounded as OpenCV does
+        v = np.asarray(pad[:img.shape[2] if img.ndim == 3 else 1])
+        return np.broadcast_to((np.rint(v) if np.issubdtype(img.dtype, np.integer) else v).astype(img.dtype), (h, w) + img.shape[2:]).copy()
     return cv2.copyMakeBorder(inner, t, b, l, r, cv2.BORDER_CONSTANT, value=pad)
 
 # %% ../../nbs/14_crops.ipynb #e827023b
