@@ -123,3 +123,26 @@ def test_bare_state_dict_and_foreign_dicts(saved, tmp_path):
     with pytest.raises(ValueError, match="not a dst checkpoint: it holds a dict with keys epoch, state_dict"):
         load_checkpoint(tmp_path / "snapshot.pth")
     assert set(torch_load(tmp_path / "snapshot.pth")) == {"epoch", "state_dict"}
+
+
+def test_tracker_conventions_in_meta(saved, tmp_path):
+    """A model dst saved records dst's own tracker conventions; a file without them reads as dst's; bad ones are refused."""
+    from dst.core import DSTError
+    from dst.models.checkpoint import DST_TRACKER, tracker_meta
+    from dst.track.trackers import make_tracker
+    net, path = saved
+    ck = torch.load(path, weights_only=True)
+    assert ck["meta"]["tracker"] == DST_TRACKER and ck["meta"]["tracker"]["crop"] == "subpixel"
+    del ck["meta"]["tracker"]                                   # a checkpoint written before the field existed
+    old = tmp_path / "old.pt"
+    torch.save(ck, old)
+    assert tracker_meta(load_checkpoint(old)[1]) == DST_TRACKER
+    p = save_checkpoint(tmp_path / "rgb.pt", net, meta={"tracker": {"input": {"channels": "RGB"}, "hp": {"lr": 0.2}}})
+    t = make_tracker(str(p), precision="fp32")
+    assert (t.conventions["input"]["channels"], t.conventions["crop"], t.hp["lr"], t.precision) == ("RGB", "subpixel", 0.2, "fp32")
+    assert make_tracker(str(p), {"lr": 0.5}).hp["lr"] == 0.5   # --hp wins over the checkpoint
+    with pytest.raises(DSTError, match=r"meta\['tracker'\]\['crop'\] is 'warp'"):
+        save_checkpoint(tmp_path / "bad.pt", net, meta={"tracker": {"crop": "warp"}})
+    bad = save_checkpoint(tmp_path / "badhp.pt", net, meta={"tracker": {"hp": {"windw": 1}}})
+    with pytest.raises(DSTError, match=r"unknown hyper-parameter\(s\) \['windw'\]"):
+        make_tracker(str(bad))

@@ -514,3 +514,25 @@ def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"first shape mismatch: head.rpns.0.cls.conv_search.0.weight is \[128, 256, 3, 3\]"):
         convert_state_dict(wrong, "pysot")
     assert not (tmp_path / "o.pt").exists()                   # nothing written on failure
+
+
+def test_converted_meta_carries_the_reference_tracker():
+    """`meta['tracker']`: each reference's crop rule, box convention, clipping, colour order and hyper-parameters (dst names)."""
+    from dst.track.trackers import SIAMFC_HP, SIAMRPN_HP, SIAMRPNPP_HP
+    with torch.device("meta"):
+        big = RefDaSiamRPN(size=2, feature_out=512).state_dict()
+        fc = RefSiamFCNet(RefAlexNetV1(), RefSiamFCHead()).state_dict()
+        alex = RefModelBuilder(RefAlexNetLegacy(), None, RefDepthwiseRPN(5, 256, 256)).state_dict()
+    t = convert_state_dict(big, hint="SiamRPNBIG.model")[2]["tracker"]
+    assert (t["crop"], t["box"], t["clip"], t["input"]["channels"]) == ("dasiamrpn", "corner", "edge", "BGR")
+    assert (t["hp"]["instance_size"], t["hp"]["adaptive"], t["hp"]["small_instance"], t["hp"]["penalty_k"]) == (271, True, 287, 0.055)
+    t = convert_state_dict(fc)[2]["tracker"]
+    assert (t["crop"], t["box"], t["clip"], t["input"]["channels"]) == ("siamfc-pytorch", "pixel-centre", "none", "RGB")
+    assert set(t["hp"]) <= set(SIAMFC_HP) and t["hp"]["scale_step"] == 1.0375
+    t = convert_state_dict(alex, "pysot")[2]["tracker"]
+    assert (t["crop"], t["box"], t["clip"]) == ("pysot", "pysot", "edge")
+    assert {k: t["hp"][k] for k in ("penalty_k", "window_influence", "lr", "instance_size", "adaptive")} == \
+        dict(penalty_k=0.16, window_influence=0.40, lr=0.30, instance_size=287, adaptive=False)
+    assert set(t["hp"]) <= set(SIAMRPNPP_HP) == set(SIAMRPN_HP)
+    ambiguous = convert_state_dict(RefDaSiamRPN().to("meta").state_dict(), "dasiamrpn")[2]["tracker"]
+    assert ambiguous["crop"] == "dasiamrpn" and ambiguous["hp"] == {}     # SiamRPNvot|SiamRPNotb: conventions, dst's hp

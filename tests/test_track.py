@@ -100,3 +100,44 @@ def test_bad_input_errors():
     assert r.returncode == 2 and "unknown dataset 'kitti'" in r.stderr
     r = subprocess.run([DST, "track", "--model", "nonet", "--dataset", "otb", "--root", "/nonexistent"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_fast_path_records_what_it_did(fixtures):
+    """`make_tracker(model, hp, device, name, precision)`; `.precision`; `.last` with the map, the score and the stage times."""
+    import torch
+    from dst.core import resolve_precision
+    seq = _otb_crossing(fixtures, 3)
+    for model, extra in (("siamfc_half", "scale_index"), ("siamrpn_half", "index")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tr = make_tracker(model, None, "cpu", None, "fp32")
+        assert tr.precision == "fp32"
+        w = next(p for p in tr.net.parameters() if p.dim() == 4)
+        assert w.is_contiguous(memory_format=torch.channels_last)
+        tr.init(seq.image(0), seq.boxes[0])
+        box, score = tr.update(seq.image(1))
+        last = tr.last
+        assert {"response", "score", "t_crop", "t_net", "t_post", extra} <= set(last)
+        assert last["response"].dtype == np.float32 and last["score"] == score
+        assert all(last[k] > 0 for k in ("t_crop", "t_net", "t_post"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert make_tracker("siamfc_half").precision == resolve_precision("auto", "cpu")
+        with pytest.raises(DSTError, match="--precision 'fp16'"):
+            make_tracker("siamfc_half", precision="fp16")
+
+
+def test_bf16_tracks_close_to_fp32(fixtures):
+    """bf16 forward passes (slow on a CPU without native bf16, so a tiny network) give float32 maps and nearly the same box."""
+    import torch
+    from dst.models.zoo import build_model
+    from dst.track.trackers import tracker_for
+    seq = _otb_crossing(fixtures, 2)
+    out = {}
+    for prec in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        tr = tracker_for(build_model("siamfc@0.25"), precision=prec)
+        tr.init(seq.image(0), seq.boxes[0])
+        out[prec] = tr.update(seq.image(1))[0]
+        assert tr.precision == prec and tr.last["response"].dtype == np.float32
+    assert np.abs(out["fp32"] - out["bf16"]).max() < 8, out

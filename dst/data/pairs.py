@@ -13,7 +13,7 @@ import torch
 
 from ..core import DSTError
 from .sequences import Sequence, read_image
-from .crops import crop_and_resize, mean_color, siamfc_crop_sizes, xywh_to_cxcywh_px, box_to_crop
+from .crops import crop_image, crop_rule, crop_window, pad_color, siamfc_crop_sizes, xywh_to_cxcywh_px, box_to_crop
 from .targets import generate_anchors, score_size as _score_size, siamfc_labels, siamrpn_targets, RATIOS, SCALES
 
 # %% auto #0
@@ -196,12 +196,13 @@ class PairDataset(torch.utils.data.Dataset):
                  preset:str|None=None, template_aug:Augment|None=None, search_aug:Augment|None=None, neg:float|None=None,
                  gray:float|None=None, flip:float|None=None, frame_filter:FrameFilter|None=None, seed:int=0,
                  pairs_per_epoch:int|None=None, stride:int=8, score_size:int|None=None, r_pos:float=16,
-                 ratios=RATIOS, scales=SCALES, rpn_kw:dict|None=None):
+                 ratios=RATIOS, scales=SCALES, rpn_kw:dict|None=None, crop:str="subpixel"):
         if targets not in ("siamfc", "siamrpn", None): raise DSTError(f"targets must be 'siamfc', 'siamrpn' or None, got {targets!r}")
         name = preset or targets or "none"
         if name not in AUG_PRESETS: raise DSTError(f"unknown augmentation preset {preset!r}; expected one of {sorted(AUG_PRESETS)}")
         p = AUG_PRESETS[name]
         self.targets, self.exemplar_size, self.search_size, self.context = targets, exemplar_size, search_size, context
+        self.crop = crop_rule(crop).name                             # the tracking crop rule of the model being trained
         self.template_aug, self.search_aug = template_aug or p["template"], search_aug or p["search"]
         self.gray, self.flip = (p[k] if v is None else v for k, v in (("gray", gray), ("flip", flip)))
         self.sampler = PairSampler(sources, p["neg"] if neg is None else neg, frame_filter, seed, pairs_per_epoch)
@@ -218,8 +219,8 @@ class PairDataset(torch.utils.data.Dataset):
         shift, sc, interp = aug.window(rng)
         unit = s_z / self.exemplar_size                              # image pixels per output pixel
         center, in_size = b[:2] + shift * unit, out_size * unit * sc
-        crop = crop_and_resize(img, center, in_size, out_size, mean_color(img), interp)
-        return crop.astype(np.float32), box_to_crop(b, center, in_size, out_size)
+        crop = crop_image(img, center, in_size, out_size, self.crop, pad_color(img, self.crop), interp)
+        return crop.astype(np.float32), box_to_crop(b, *crop_window(center, in_size, self.crop), out_size)   # the window really cut
 
     def __getitem__(self, index:int) -> dict:
         rng = item_rng(self.seed, self.epoch, index)

@@ -11,12 +11,42 @@ import torch
 import torch.nn as nn
 
 from ..core import DSTError, atomic_write, provenance
+from ..data.crops import CROPS, BOX_RULES
 from .siamese import SiamNet, size_mb
 from .zoo import ARCHS, get_spec
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'RESERVED', 'WEIGHT_SUFFIXES', 'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff',
-           'load_checkpoint', 'load_model']
+__all__ = ['CLIP_RULES', 'DST_TRACKER', 'CKPT_FORMAT', 'RESERVED', 'WEIGHT_SUFFIXES', 'check_tracker_meta', 'tracker_meta',
+           'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff', 'load_checkpoint', 'load_model']
+
+# %% ../../nbs/25_checkpoints.ipynb #9d23e15a
+CLIP_RULES = ("inside", "edge", "none")      # centre within [0, W-1] (dst), within [0, W] (DaSiamRPN, pysot), never (siamfc-pytorch)
+DST_TRACKER = dict(crop="subpixel", box="pixel-centre", clip="inside",
+                   input=dict(channels="BGR", range=[0, 255], mean=None, std=None), hp={})
+
+def _three(v, what:str):
+    if v is None: return None
+    if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)): raise DSTError(f"{what} must be 3 numbers or null, got {v!r}")
+    return [float(x) for x in v]
+
+def check_tracker_meta(t:dict|None, where:str="meta['tracker']") -> dict:
+    "A complete tracker record: `t` over dst's own conventions; DSTError naming any unknown value."
+    t = t or {}
+    if not isinstance(t, dict) or (bad := sorted(set(t) - set(DST_TRACKER))): raise DSTError(f"{where}: unknown entries {bad if isinstance(t, dict) else t!r}; expected {list(DST_TRACKER)}")
+    out = {**copy.deepcopy(DST_TRACKER), **copy.deepcopy(t)}
+    out["input"] = {**DST_TRACKER["input"], **(t.get("input") or {})}
+    for k, known in (("crop", CROPS), ("box", BOX_RULES), ("clip", CLIP_RULES)):
+        if out[k] not in known: raise DSTError(f"{where}['{k}'] is {out[k]!r}; expected one of {', '.join(known)}")
+    i = out["input"]
+    if i["channels"] not in ("BGR", "RGB"): raise DSTError(f"{where}['input']['channels'] is {i['channels']!r}; expected BGR or RGB")
+    if list(i["range"]) not in ([0, 255], [0, 1]): raise DSTError(f"{where}['input']['range'] is {i['range']!r}; expected [0, 255] or [0, 1]")
+    i["mean"], i["std"] = _three(i.get("mean"), f"{where}['input']['mean']"), _three(i.get("std"), f"{where}['input']['std']")
+    if not isinstance(out["hp"], dict): raise DSTError(f"{where}['hp'] must be a dict of hyper-parameters, got {out['hp']!r}")
+    return out
+
+def tracker_meta(ckpt:dict) -> dict:
+    "The tracker conventions a loaded checkpoint carries (dst's own for files that predate them)."
+    return check_tracker_meta((ckpt.get("meta") or {}).get("tracker"), "checkpoint meta['tracker']")
 
 # %% ../../nbs/25_checkpoints.ipynb #1070c93c
 CKPT_FORMAT = "dst-checkpoint/1"        # the `format` entry of every checkpoint we write
@@ -42,6 +72,7 @@ def save_checkpoint(path, model:nn.Module, meta:dict|None=None, **extra) -> Path
     try: json.dumps(meta)
     except TypeError as e: raise DSTError(f"save_checkpoint({str(path)!r}): meta must be JSON-able: {e}")
     meta.setdefault("provenance", provenance())
+    meta["tracker"] = check_tracker_meta(meta.get("tracker"), f"save_checkpoint({str(path)!r}): meta['tracker']")   # dst's own unless given
     _check_plain(extra, "save_checkpoint extra")
     ckpt = dict(format=CKPT_FORMAT, arch=copy.deepcopy(spec), meta=meta,
                 state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra)

@@ -17,9 +17,10 @@ from .backbones import alexnet_layer
 
 # %% auto #0
 __all__ = ['WRAPPERS', 'DASIAMRPN_PREFIXES', 'DASIAMRPN_CFG', 'BGR_255', 'SIAMFC_PREFIXES', 'SIAMFC_CFG', 'PYSOT_CFG',
-           'CONVERTERS', 'unwrap_state_dict', 'read_state_dict', 'rename', 'dasiamrpn_spec', 'siamfc_spec',
-           'pysot_spec', 'detect_format', 'registered_name', 'convert_state_dict', 'sha256', 'convert_checkpoint',
-           'add_cli']
+           'TRACKER_CONVENTIONS', 'HP_NAMES', 'HP_DERIVED', 'HP_FIXED', 'CONVERTERS', 'unwrap_state_dict',
+           'read_state_dict', 'rename', 'dasiamrpn_spec', 'siamfc_spec', 'pysot_spec', 'tracker_hp',
+           'reference_tracker', 'detect_format', 'registered_name', 'convert_state_dict', 'sha256',
+           'convert_checkpoint', 'add_cli']
 
 # %% ../../nbs/26_convert.ipynb #8bd74cec
 WRAPPERS = ("state_dict", "model", "net", "model_state_dict")   # keys under which training scripts nest the weights
@@ -185,6 +186,26 @@ def pysot_spec(sd:dict, hint:str="", variant:str|None=None) -> tuple:
     cfg = PYSOT_CFG.get(variant)
     return spec, pre, dict(variant=variant, backbone=bname, tracker={**_PYSOT_ANCHOR, **cfg} if cfg else None, input=BGR_255)
 
+# %% ../../nbs/26_convert.ipynb #72602c37
+TRACKER_CONVENTIONS = {   # format -> crop, box, clip and input of its reference tracker (see the table above)
+    "dasiamrpn": dict(crop="dasiamrpn", box="corner", clip="edge", input=dict(channels="BGR", range=[0, 255])),
+    "siamfc-pytorch": dict(crop="siamfc-pytorch", box="pixel-centre", clip="none", input=dict(channels="RGB", range=[0, 255])),
+    "pysot": dict(crop="pysot", box="pysot", clip="edge", input=dict(channels="BGR", range=[0, 255]))}
+HP_NAMES = {"exemplar_sz": "exemplar_size", "instance_sz": "instance_size", "context_amount": "context", "stride": "total_stride"}
+HP_DERIVED = ("windowing", "out_scale", "response_sz", "base_size", "anchor_num", "confidence_low", "confidence_high")
+HP_FIXED = {"dasiamrpn": dict(small_instance=287, small_ratio=0.004),   # SiamRPN_init: 287 below 0.4% of the image
+            "pysot": dict(adaptive=False), "siamfc-pytorch": {}}
+
+def tracker_hp(fmt:str, settings:dict|None) -> dict:
+    "A reference tracker's settings (as `meta['source']['tracker']` holds them) in dst's hyper-parameter names."
+    if not settings: return {}
+    hp = {HP_NAMES.get(k, k): v for k, v in settings.items() if k not in HP_DERIVED}
+    return {**hp, **HP_FIXED[fmt]}
+
+def reference_tracker(fmt:str, settings:dict|None) -> dict:
+    "The `meta['tracker']` of a model converted from `fmt`: its reference tracker's conventions and hyper-parameters."
+    return dict(copy.deepcopy(TRACKER_CONVENTIONS[fmt]), hp=tracker_hp(fmt, settings))
+
 # %% ../../nbs/26_convert.ipynb #99d2cc3c
 CONVERTERS = {"dasiamrpn": dasiamrpn_spec, "siamfc-pytorch": siamfc_spec, "pysot": pysot_spec}
 _MARKERS = {"dasiamrpn": "featureExtract.0.weight", "siamfc-pytorch": "backbone.conv1.0.weight", "pysot": "rpn_head."}
@@ -211,7 +232,7 @@ def convert_state_dict(sd:dict, fmt:str="auto", hint:str="", variant:str|None=No
     spec["name"] = registered_name(spec) or f"{fmt}:{info['variant']}"
     with torch.device("meta"): model = SiamNet(spec)
     ours = check_state_dict(model, {d: sd[s] for s, d in pairs}, f"{fmt} weights{f' {hint!r}' if hint else ''} ({info['variant']})")
-    return spec, ours, dict(source=dict(format=fmt, **info)), pairs
+    return spec, ours, dict(source=dict(format=fmt, **info), tracker=reference_tracker(fmt, info.get("tracker"))), pairs
 
 # %% ../../nbs/26_convert.ipynb #c2e55e52
 def sha256(path, chunk:int=1 << 20) -> str:
@@ -237,7 +258,9 @@ def _cli_convert(args):
     print(f"{args.src}: {s['format']} {s['variant']} -> {args.out} (architecture {model.spec['name']}, "
           f"{s['tensors']} tensors, {size_mb(model):.1f} MB)")
     if s.get("note"): print("note:", s["note"])
-    if s.get("tracker"): print("tracker settings:", json.dumps(s["tracker"]))
+    t = meta["tracker"]
+    print(f"tracker: crop {t['crop']}, boxes {t['box']}, clip {t['clip']}, input {t['input']['channels']} {t['input']['range']}; "
+          f"hyper-parameters: {json.dumps(t['hp']) if t['hp'] else 'dst defaults'} (--hp overrides)")
 
 def add_cli(sub):
     "Add `dst convert`."

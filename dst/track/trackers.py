@@ -11,14 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import DSTError, get_device
-from ..data.crops import crop_and_resize, mean_color, xywh_to_cxcywh_px, cxcywh_px_to_xywh
+from ..core import DSTError, get_device, resolve_precision, autocast, channels_last
+from ..data.crops import crop_image, pad_color, box_to_center, center_to_box
 from ..data.targets import generate_anchors
+from ..models.checkpoint import check_tracker_meta, tracker_meta
 
 # %% auto #0
-__all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker', 'OpenCVTracker',
-           'opencv_trackers', 'to_tensor', 'hann2d', 'SiamFCTracker', 'make_anchors', 'SiamRPNTracker', 'tracker_for',
-           'make_tracker']
+__all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'TRACKERS', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker',
+           'OpenCVTracker', 'opencv_trackers', 'to_tensor', 'hann2d', 'SiamFCTracker', 'make_anchors', 'SiamRPNTracker',
+           'tracker_for', 'make_tracker']
 
 # %% ../../nbs/50_trackers.ipynb #96c29a35
 def parse_hp(items) -> dict:
@@ -80,25 +81,58 @@ def opencv_trackers() -> list:
     return [k for k in ("MIL", "KCF", "CSRT") if getattr(cv2, f"Tracker{k}_create", None) or getattr(getattr(cv2, "legacy", None), f"Tracker{k}_create", None)]
 
 # %% ../../nbs/50_trackers.ipynb #b34c15fb
-def to_tensor(crops, device) -> torch.Tensor:
-    "HxWx3 uint8 crop(s) -> (B,3,H,W) float tensor of 0-255 BGR values."
-    a = np.ascontiguousarray(np.stack(crops if isinstance(crops, (list, tuple)) else [crops]).transpose(0, 3, 1, 2))
-    return torch.from_numpy(a).to(device=device, dtype=torch.float32)
+def to_tensor(crops, device, channels:str="BGR") -> torch.Tensor:
+    "HxWx3 uint8 crop(s) -> (B,3,H,W) float32 tensor of 0-255 values, channels-last in memory; `channels='RGB'` reverses BGR crops."
+    a = np.stack(crops) if isinstance(crops, (list, tuple)) else (crops if crops.ndim == 4 else crops[None])
+    if channels == "RGB": a = np.ascontiguousarray(a[..., ::-1])
+    return torch.from_numpy(a).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32)   # keeps the NHWC strides
 
 class _SiameseBase(Tracker):
-    def __init__(self, net, hp:dict|None=None, device="cpu", name:str|None=None):
+    def __init__(self, net, hp:dict|None=None, device="cpu", name:str|None=None, precision:str="auto", conventions:dict|None=None):
         self.device = get_device(device) if isinstance(device, str) else device
-        self.net = net.to(self.device).eval()
-        self.hp = merge_hp(self.default_hp(net), hp, type(self).__name__)
+        self.precision = resolve_precision(precision, self.device)
+        self.conventions = check_tracker_meta(conventions, "tracker conventions")
+        self.net = channels_last(net.to(self.device).eval())
+        who = type(self).__name__
+        self.hp = merge_hp(merge_hp(self.default_hp(net), self.conventions["hp"], f"{who} (checkpoint meta['tracker']['hp'])"), hp, who)
         self.name = name or net.spec.get("name", net.family)
+        inp = self.conventions["input"]
+        self._scale = (inp["range"][1] - inp["range"][0]) / 255
+        self._norm = None if inp["mean"] is None else tuple(torch.tensor(inp[k] or [1.0] * 3, device=self.device).view(1, 3, 1, 1) for k in ("mean", "std"))
+        self.last, self._bufs = {}, {}
     def default_hp(self, net) -> dict: raise NotImplementedError
+
+    def _start(self, image, box):
+        "Set the centre, the size and the padding colour from the first frame and box."
+        c = box_to_center(_check_box(box, image), self.conventions["box"])
+        self.center, self.size = c[:2].copy(), c[2:].copy()
+        self.avg = pad_color(image, self.conventions["crop"])
+    def _crops(self, image, sides, size:int) -> np.ndarray:
+        "(len(sides), size, size, 3) crops around the centre, written into a buffer reused from frame to frame."
+        key = (len(sides), size)
+        if key not in self._bufs: self._bufs[key] = np.empty((len(sides), size, size, 3), np.uint8)
+        buf = self._bufs[key]
+        for j, s in enumerate(sides):
+            c = crop_image(image, self.center, s, size, self.conventions["crop"], self.avg, out=buf[j])
+            if c is not buf[j]: buf[j] = c
+        return buf
+    def _input(self, crops) -> torch.Tensor:
+        "Crops -> the network's input: channels-last float32 in the checkpoint's colour order, range and normalisation."
+        x = to_tensor(crops, self.device, self.conventions["input"]["channels"])
+        if self._scale != 1: x.mul_(self._scale)
+        if self._norm is not None: x.sub_(self._norm[0]).div_(self._norm[1])
+        return x
+    def _forward(self, fn, *args):
+        with torch.inference_mode(), autocast(self.device, self.precision): return fn(*args)
     def _clip(self, im_shape, prev):
-        "Keep the centre inside the image and the size between 10 px and the image; keep `prev` if the step diverged."
+        "Keep `prev` if the step diverged; then keep the centre and size where the convention's `clip` says."
         if not (np.isfinite(self.center).all() and np.isfinite(self.size).all()): self.center, self.size = prev
+        rule = self.conventions["clip"]
+        if rule == "none": return
         h, w = im_shape[:2]
-        self.center = np.clip(self.center, 0, [w - 1, h - 1])
+        self.center = np.clip(self.center, 0, [w - 1, h - 1] if rule == "inside" else [w, h])
         self.size = np.clip(self.size, 10, [w, h])
-    def _box(self): return cxcywh_px_to_xywh(np.r_[self.center, self.size])
+    def _box(self): return center_to_box(np.r_[self.center, self.size], self.conventions["box"])
 
 # %% ../../nbs/50_trackers.ipynb #a70121e7
 SIAMFC_HP = dict(exemplar_size=127, instance_size=255, context=0.5, scale_num=3, scale_step=1.0375, scale_lr=0.59,
@@ -113,28 +147,26 @@ class SiamFCTracker(_SiameseBase):
     "SiamFC: 3-scale search, 16x bicubic upsampling, cosine window."
     def default_hp(self, net): return dict(SIAMFC_HP)
     def init(self, image, box):
-        box, p = _check_box(box, image), self.hp
-        c = xywh_to_cxcywh_px(box)
-        self.center, self.size = c[:2].copy(), c[2:].copy()
-        self.avg = mean_color(image)
+        p = self.hp
+        self._start(image, box)
         ctx = p["context"] * self.size.sum()
         self.z_sz = math.sqrt(float(np.prod(self.size + ctx)))
         self.x_sz = self.z_sz * p["instance_size"] / p["exemplar_size"]
         n = p["scale_num"]
         self.scales = p["scale_step"] ** np.linspace(-(n // 2), n // 2, n)
-        z = crop_and_resize(image, self.center, self.z_sz, p["exemplar_size"], self.avg)
-        with torch.inference_mode(): self.kernels = self.net.template_kernels(to_tensor(z, self.device))
-        self.window = None
+        k = self._forward(self.net.template_kernels, self._input(self._crops(image, [self.z_sz], p["exemplar_size"])))
+        self.kernels = tuple(t.expand(n, *t.shape[1:]).contiguous() for t in k)   # one template per scale, made once
+        self.window, self.last = None, {}
 
     def update(self, image):
-        p, prev = self.hp, (self.center.copy(), self.size.copy())
-        x = [crop_and_resize(image, self.center, self.x_sz * s, p["instance_size"], self.avg) for s in self.scales]
-        with torch.inference_mode():
-            k = tuple(t.expand(len(x), *t.shape[1:]) for t in self.kernels)
-            resp = self.net.search(to_tensor(x, self.device), *k)[0][:, 0].float().cpu().numpy()
+        p, prev, n = self.hp, (self.center.copy(), self.size.copy()), len(self.scales)
+        t0 = time.perf_counter()
+        x = self._input(self._crops(image, self.x_sz * self.scales, p["instance_size"]))
+        t1 = time.perf_counter()
+        resp = self._forward(self.net.search, x, *self.kernels)[0][:, 0].float().cpu().numpy()
+        t2 = time.perf_counter()
         up = resp.shape[-1] * p["response_up"]
         resp = np.stack([cv2.resize(r, (up, up), interpolation=cv2.INTER_CUBIC) for r in resp])
-        n = len(self.scales)
         resp[:n // 2] *= p["scale_penalty"]; resp[n // 2 + 1:] *= p["scale_penalty"]
         i = int(np.argmax(resp.reshape(n, -1).max(1)))
         r, score = resp[i] - resp[i].min(), float(resp[i].max())
@@ -147,6 +179,7 @@ class SiamFCTracker(_SiameseBase):
         s = (1 - p["scale_lr"]) + p["scale_lr"] * self.scales[i]
         self.size, self.z_sz, self.x_sz = self.size * s, self.z_sz * s, self.x_sz * s
         self._clip(image.shape, prev)
+        self.last = dict(response=r.astype(np.float32), score=score, scale_index=i, t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), score
 
 # %% ../../nbs/50_trackers.ipynb #b8dbf255
@@ -171,15 +204,12 @@ class SiamRPNTracker(_SiameseBase):
     "SiamRPN / SiamRPN++: anchors, scale and ratio penalty, cosine window, size learning rate."
     def default_hp(self, net): return dict(SIAMRPNPP_HP if net.family == "siamrpnpp" else SIAMRPN_HP)
     def init(self, image, box):
-        box, p = _check_box(box, image), self.hp
-        c = xywh_to_cxcywh_px(box)
-        self.center, self.size = c[:2].copy(), c[2:].copy()
-        self.avg = mean_color(image)
+        p = self.hp
+        self._start(image, box)
         self.instance = p["instance_size"]
         if p["adaptive"] and np.prod(self.size) / np.prod(image.shape[:2]) < p["small_ratio"]: self.instance = p["small_instance"]
-        z = crop_and_resize(image, self.center, self._s_z(), p["exemplar_size"], self.avg)
-        with torch.inference_mode(): self.kernels = self.net.template_kernels(to_tensor(z, self.device))
-        self._anchors = {}
+        self.kernels = self._forward(self.net.template_kernels, self._input(self._crops(image, [self._s_z()], p["exemplar_size"])))
+        self._anchors, self.last = {}, {}
     def _s_z(self):
         ctx = self.hp["context"] * self.size.sum()
         return math.sqrt(float(np.prod(self.size + ctx)))
@@ -192,46 +222,48 @@ class SiamRPNTracker(_SiameseBase):
 
     def update(self, image):
         p, prev = self.hp, (self.center.copy(), self.size.copy())
+        t0 = time.perf_counter()
         s_z = self._s_z(); scale_z = p["exemplar_size"] / s_z
-        s_x = s_z * self.instance / p["exemplar_size"]
-        x = crop_and_resize(image, self.center, s_x, self.instance, self.avg)
-        with torch.inference_mode():
-            cls, loc = self.net.search(to_tensor(x, self.device), *self.kernels)
-            B, C, S, _ = cls.shape
-            score = F.softmax(cls.view(2, -1).float(), 0)[1].cpu().numpy()        # (K*S*S,) foreground probability
-            d = loc.view(4, -1).float().cpu().numpy()
+        x = self._input(self._crops(image, [s_z * self.instance / p["exemplar_size"]], self.instance))
+        t1 = time.perf_counter()
+        cls, loc = self._forward(self.net.search, x, *self.kernels)
+        K2, S = cls.shape[1], cls.shape[-1]
+        score = F.softmax(cls.float().reshape(2, -1), 0)[1].cpu().numpy()    # (K*S*S,) foreground probability
+        d = loc.float().reshape(4, -1).cpu().numpy()
+        t2 = time.perf_counter()
         anchors, window = self._grid(S)
         cx, cy = d[0] * anchors[:, 2] + anchors[:, 0], d[1] * anchors[:, 3] + anchors[:, 1]
-        w, h = np.exp(np.clip(d[2], -8, 8)) * anchors[:, 2], np.exp(np.clip(d[3], -8, 8)) * anchors[:, 3]
+        w, h = np.exp(np.clip(d[2], -8, 8)) * anchors[:, 2], np.exp(np.clip(d[3], -8, 8)) * anchors[:, 3]   # e^8: a guard, never reached by trained nets
         tw, th = self.size * scale_z
-        s_c = _change(_sz(w, h) / _sz(tw, th))
-        r_c = _change((tw / th) / (w / h))
-        penalty = np.exp(-(r_c * s_c - 1) * p["penalty_k"])
-        pscore = (1 - p["window_influence"]) * penalty * score + p["window_influence"] * window
+        penalty = np.exp(-(_change((tw / th) / (w / h)) * _change(_sz(w, h) / _sz(tw, th)) - 1) * p["penalty_k"])
+        pscore = penalty * score * (1 - p["window_influence"]) + window * p["window_influence"]
         i = int(pscore.argmax())
         lr = penalty[i] * score[i] * p["lr"]
         self.center = self.center + np.array([cx[i], cy[i]]) / scale_z
         self.size = self.size * (1 - lr) + np.array([w[i], h[i]]) / scale_z * lr
         self._clip(image.shape, prev)
+        self.last = dict(response=pscore.reshape(K2 // 2, S, S).astype(np.float32), score=float(score[i]), index=i,
+                         t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), float(score[i])
 
 # %% ../../nbs/50_trackers.ipynb #3737a702
-def tracker_for(net, hp:dict|None=None, device="cpu", name:str|None=None) -> Tracker:
-    "The Siamese tracker that fits `net`'s family."
-    cls = SiamFCTracker if net.family == "siamfc" else SiamRPNTracker
-    return cls(net, hp, device, name)
+TRACKERS = {"siamfc": SiamFCTracker, "siamrpn": SiamRPNTracker, "siamrpnpp": SiamRPNTracker}   # network family -> tracker
 
-def make_tracker(model, hp:dict|None=None, device="cpu", name:str|None=None) -> Tracker:
+def tracker_for(net, hp:dict|None=None, device="cpu", name:str|None=None, precision:str="auto", conventions:dict|None=None) -> Tracker:
+    "The Siamese tracker that fits `net`'s family, under a checkpoint's `conventions` (dst's own by default)."
+    return TRACKERS[net.family](net, hp, device, name, precision, conventions)
+
+def make_tracker(model, hp:dict|None=None, device="cpu", name:str|None=None, precision:str="auto") -> Tracker:
     "A tracker from a baseline name, an architecture name, a checkpoint path or a `SiamNet`."
     if isinstance(model, str) and model.lower() == "static": return StaticTracker()
     if isinstance(model, str) and model.upper() in ("MIL", "KCF", "CSRT"): return OpenCVTracker(model)
-    if isinstance(model, torch.nn.Module): return tracker_for(model, hp, device, name)
+    if isinstance(model, torch.nn.Module): return tracker_for(model, hp, device, name, precision)
     from pathlib import Path
-    if Path(str(model)).is_file():
+    if Path(str(model)).is_file():                      # a checkpoint: its network and its tracker conventions
         from dst.models.checkpoint import load_checkpoint
-        net, _ = load_checkpoint(model)
-        return tracker_for(net, hp, device, name or Path(str(model)).stem)
+        net, ckpt = load_checkpoint(model)
+        return tracker_for(net, hp, device, name or Path(str(model)).stem, precision, tracker_meta(ckpt))
     from dst.models.zoo import build_model
     net = build_model(str(model))
     warnings.warn(f"tracker {model!r}: randomly initialised network (no checkpoint given); fine for speed, not for accuracy")
-    return tracker_for(net, hp, device, name)
+    return tracker_for(net, hp, device, name, precision)
