@@ -112,8 +112,9 @@ def test_fast_path_records_what_it_did(fixtures):
             warnings.simplefilter("ignore")
             tr = make_tracker(model, None, "cpu", None, "fp32")
         assert tr.precision == "fp32"
-        w = next(p for p in tr.net.parameters() if p.dim() == 4)
+        w = next(p for p in tr.infer.parameters() if p.dim() == 4)     # what runs: the folded, channels-last copy
         assert w.is_contiguous(memory_format=torch.channels_last)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tr.infer.modules())
         tr.init(seq.image(0), seq.boxes[0])
         box, score = tr.update(seq.image(1))
         last = tr.last

@@ -5,6 +5,7 @@
 # %% ../../nbs/50_trackers.ipynb #91e26c56
 from __future__ import annotations
 import math, time, warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +16,8 @@ from ..core import DSTError, get_device, resolve_precision, autocast, channels_l
 from ..data.crops import crop_image, pad_color, box_to_center, center_to_box
 from ..data.targets import generate_anchors
 from ..models.checkpoint import check_tracker_meta, tracker_meta
+from ..models.refs import resolve_model
+from ..models.siamese import inference_copy
 
 # %% auto #0
 __all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'TRACKERS', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker',
@@ -92,7 +95,8 @@ class _SiameseBase(Tracker):
         self.device = get_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(precision, self.device)
         self.conventions = check_tracker_meta(conventions, "tracker conventions")
-        self.net = channels_last(net.to(self.device).eval())
+        self.net = net.to(self.device).eval()                  # the network as given (sizes, explorers, figures)
+        self.infer = inference_copy(self.net)                  # what runs: batch norm folded, channels-last
         who = type(self).__name__
         self.hp = merge_hp(merge_hp(self.default_hp(net), self.conventions["hp"], f"{who} (checkpoint meta['tracker']['hp'])"), hp, who)
         self.name = name or net.spec.get("name", net.family)
@@ -154,7 +158,7 @@ class SiamFCTracker(_SiameseBase):
         self.x_sz = self.z_sz * p["instance_size"] / p["exemplar_size"]
         n = p["scale_num"]
         self.scales = p["scale_step"] ** np.linspace(-(n // 2), n // 2, n)
-        k = self._forward(self.net.template_kernels, self._input(self._crops(image, [self.z_sz], p["exemplar_size"])))
+        k = self._forward(self.infer.template_kernels, self._input(self._crops(image, [self.z_sz], p["exemplar_size"])))
         self.kernels = tuple(t.expand(n, *t.shape[1:]).contiguous() for t in k)   # one template per scale, made once
         self.window, self.last = None, {}
 
@@ -163,7 +167,7 @@ class SiamFCTracker(_SiameseBase):
         t0 = time.perf_counter()
         x = self._input(self._crops(image, self.x_sz * self.scales, p["instance_size"]))
         t1 = time.perf_counter()
-        resp = self._forward(self.net.search, x, *self.kernels)[0][:, 0].float().cpu().numpy()
+        resp = self._forward(self.infer.search, x, *self.kernels)[0][:, 0].float().cpu().numpy()
         t2 = time.perf_counter()
         up = resp.shape[-1] * p["response_up"]
         resp = np.stack([cv2.resize(r, (up, up), interpolation=cv2.INTER_CUBIC) for r in resp])
@@ -208,7 +212,7 @@ class SiamRPNTracker(_SiameseBase):
         self._start(image, box)
         self.instance = p["instance_size"]
         if p["adaptive"] and np.prod(self.size) / np.prod(image.shape[:2]) < p["small_ratio"]: self.instance = p["small_instance"]
-        self.kernels = self._forward(self.net.template_kernels, self._input(self._crops(image, [self._s_z()], p["exemplar_size"])))
+        self.kernels = self._forward(self.infer.template_kernels, self._input(self._crops(image, [self._s_z()], p["exemplar_size"])))
         self._anchors, self.last = {}, {}
     def _s_z(self):
         ctx = self.hp["context"] * self.size.sum()
@@ -226,7 +230,7 @@ class SiamRPNTracker(_SiameseBase):
         s_z = self._s_z(); scale_z = p["exemplar_size"] / s_z
         x = self._input(self._crops(image, [s_z * self.instance / p["exemplar_size"]], self.instance))
         t1 = time.perf_counter()
-        cls, loc = self._forward(self.net.search, x, *self.kernels)
+        cls, loc = self._forward(self.infer.search, x, *self.kernels)
         K2, S = cls.shape[1], cls.shape[-1]
         score = F.softmax(cls.float().reshape(2, -1), 0)[1].cpu().numpy()    # (K*S*S,) foreground probability
         d = loc.float().reshape(4, -1).cpu().numpy()
@@ -257,13 +261,9 @@ def make_tracker(model, hp:dict|None=None, device="cpu", name:str|None=None, pre
     "A tracker from a baseline name, an architecture name, a checkpoint path or a `SiamNet`."
     if isinstance(model, str) and model.lower() == "static": return StaticTracker()
     if isinstance(model, str) and model.upper() in ("MIL", "KCF", "CSRT"): return OpenCVTracker(model)
-    if isinstance(model, torch.nn.Module): return tracker_for(model, hp, device, name, precision)
-    from pathlib import Path
-    if Path(str(model)).is_file():                      # a checkpoint: its network and its tracker conventions
-        from dst.models.checkpoint import load_checkpoint
-        net, ckpt = load_checkpoint(model)
-        return tracker_for(net, hp, device, name or Path(str(model)).stem, precision, tracker_meta(ckpt))
-    from dst.models.zoo import build_model
-    net = build_model(str(model))
-    warnings.warn(f"tracker {model!r}: randomly initialised network (no checkpoint given); fine for speed, not for accuracy")
-    return tracker_for(net, hp, device, name, precision)
+    net, info = resolve_model(model)                    # a network, checkpoint, shipped model or zoo name
+    if info["source"] in ("zoo", "spec", "spec-file"):
+        warnings.warn(f"tracker {model!r}: randomly initialised network (no checkpoint given); fine for speed, not for accuracy")
+    conv = tracker_meta(dict(meta=info["meta"])) if "meta" in info else None   # a checkpoint's tracker conventions
+    default = Path(info["path"]).stem if info["source"] == "checkpoint" else info["name"]
+    return tracker_for(net, hp, device, name or default, precision, conv)
