@@ -17,13 +17,14 @@ from ..core import DSTError
 from .sequences import Sequence
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'BENCHMARKS', 'LOADERS', 'PROVIDERS', 'OTB100_TABLE', 'OTB100', 'OTB', 'DTB70_NAMES', 'DTB70',
-           'VOT2019_NAMES', 'VOT', 'LASOT_TEST', 'LASOT', 'TRACKINGNET_CHUNKS', 'TRACKINGNET', 'GOT10K', 'read_rows',
-           'read_boxes', 'check_first_box', 'natural_key', 'list_frames', 'read_flags', 'Benchmark', 'register_loader',
-           'register_benchmark', 'write_frames', 'parse_otb_table', 'read_otb_sequence', 'read_dtb70_sequence',
-           'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon', 'read_list', 'read_vot_sequence', 'make_tiny_vot',
-           'read_lasot_sequence', 'make_tiny_lasot', 'read_trackingnet_sequence', 'make_tiny_trackingnet',
-           'read_meta_info', 'read_got10k_sequence', 'make_tiny_got10k', 'known_datasets', 'load_dataset']
+__all__ = ['MAX_COORD', 'IMAGE_EXTS', 'BENCHMARKS', 'LOADERS', 'PROVIDERS', 'OTB100_TABLE', 'OTB100', 'OTB', 'DTB70_NAMES',
+           'DTB70', 'VOT2019_NAMES', 'VOT', 'LASOT_TEST', 'LASOT', 'TRACKINGNET_CHUNKS', 'TRACKINGNET', 'GOT10K',
+           'read_rows', 'read_boxes', 'check_first_box', 'natural_key', 'list_frames', 'read_flags', 'Benchmark',
+           'register_loader', 'register_benchmark', 'write_frames', 'parse_otb_table', 'read_otb_sequence',
+           'read_dtb70_sequence', 'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon', 'read_list',
+           'read_vot_sequence', 'make_tiny_vot', 'read_lasot_sequence', 'make_tiny_lasot', 'read_trackingnet_sequence',
+           'make_tiny_trackingnet', 'read_meta_info', 'read_got10k_sequence', 'make_tiny_got10k', 'known_datasets',
+           'load_dataset']
 
 # %% ../../nbs/12_datasets.ipynb #0f7c6b45
 _SEP = re.compile(r"[,\s]+")
@@ -52,6 +53,8 @@ def read_rows(path, ncols=(4,), allow_nan:bool=False) -> list[list[float]]:
     return rows
 
 # %% ../../nbs/12_datasets.ipynb #a7845574
+MAX_COORD = 1e6   # no frame is a million pixels wide: a larger box value is a broken file, not a box
+
 def read_boxes(path, allow_nan:bool=False) -> np.ndarray:
     "`(N, 4)` `xywh` boxes from a text file; negative sizes are errors, zero-size rows become NaN (no box)."
     b = np.array(read_rows(path, (4,), allow_nan), dtype=np.float64).reshape(-1, 4)
@@ -59,6 +62,10 @@ def read_boxes(path, allow_nan:bool=False) -> np.ndarray:
     if neg.any():
         i = int(np.flatnonzero(neg)[0])
         raise DSTError(f"{path}:{i+1}: negative width or height ({b[i, 2]:g}, {b[i, 3]:g}), expected x,y,w,h with w,h >= 0")
+    with np.errstate(invalid="ignore"): huge = (np.abs(b) > MAX_COORD).any(1)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise DSTError(f"{path}:{i+1}: box {b[i].tolist()} is far beyond any image (|value| > {MAX_COORD:g}), expected x,y,w,h in pixels")
     with np.errstate(invalid="ignore"): b[(b[:, 2:] == 0).any(1)] = np.nan
     return b
 
@@ -123,7 +130,7 @@ class Benchmark:
             names = [s for s in names if s in set(sequences)]
         missing = [s for s in names if not self.present(root, s, split)]
         if missing: raise DSTError(f"{self.name}: {len(missing)} of {len(names)} sequences missing under {root} (first: {missing[:5]}); "
-                                   f"pass sequences=[...] to read a subset, or run `dst data verify {self.name} --root {root}`")
+                                   f"pass --sequences NAME ... (sequences=[...] in Python) to read a subset, or run `dst data verify {self.name} --root {root}`")
         return [self.read(root, s, split, **kw) for s in tqdm(names, desc=self.name, disable=not progress or len(names) < 20)]
 
 BENCHMARKS: dict[str, Benchmark] = {}

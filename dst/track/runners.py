@@ -20,6 +20,7 @@ from ..data.verify import dataset_name, outside_image, sequence_names
 from ..eval.results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
 from ..eval.vot import run_supervised
 from .trackers import make_tracker, parse_hp
+from ..train.cli import writable_dir
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'BASELINES', 'track_ope', 'track_vot', 'low_confidence', 'model_fingerprint', 'claim_results',
@@ -170,11 +171,7 @@ def _cores() -> int:
 # %% ../../nbs/51_runners.ipynb #a18ac292
 def _check_out(tdir:Path, todo:list, layout):
     "DSTError before any tracking when the results of `todo` cannot be written under `tdir`."
-    bad = next((p for p in [tdir, *tdir.parents] if p.exists() and not p.is_dir()), None)
-    if bad is not None: raise DSTError(f"results folder {tdir}: {bad} is a file, expected a folder (check --out and --name)")
-    try: tdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise DSTError(f"results folder {tdir} cannot be created: {e.strerror} (check --out)") from None
-    if not os.access(tdir, os.W_OK | os.X_OK): raise DSTError(f"results folder {tdir} is not writable (check --out)")
+    writable_dir(tdir, "--out (results folder)")
     for s in todo:
         for p in sequence_files(tdir, s.name, layout).values():
             if p.is_dir(): raise DSTError(f"{p} is a folder where the results file of {s.name!r} goes; move or delete it")

@@ -11,7 +11,7 @@ from ..core import DSTError
 from .engine import TrainConfig, MECHANISMS, PAPER_SCHEDULES, table_losses, train
 
 # %% auto #0
-__all__ = ['config_from_args', 'add_cli']
+__all__ = ['config_from_args', 'writable_dir', 'add_cli']
 
 # %% ../../nbs/42_train_cli.ipynb #080abcac
 _FLAGS = {  # flag -> (TrainConfig field, type, help)
@@ -96,11 +96,25 @@ def config_from_args(args) -> dict:
     if args.kd: d["kd"] = {**d.get("kd", {}), **_kd_arg(args.kd)}
     return d
 
+# %% ../../nbs/42_train_cli.ipynb #ea0aeabd
+def writable_dir(path, flag:str="--out") -> Path:
+    "`path` as a folder that exists and can be written (created if needed); DSTError naming `flag` otherwise."
+    p = Path(path)
+    bad = next((q for q in [p, *p.parents] if q.exists() and not q.is_dir()), None)
+    if bad is not None: raise DSTError(f"{flag} {str(path)!r}: {bad} is a file, expected a folder")
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DSTError(f"{flag} {str(path)!r}: the folder cannot be created ({e.strerror})") from None
+    if not os.access(p, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: the folder is not writable")
+    return p
+
 # %% ../../nbs/42_train_cli.ipynb #6f8c65b5
 def _list(s:str) -> list: return [v.strip() for v in s.split(",") if v.strip()]
 
 def _cli_train(args):
+    if args.resume and args.overwrite:
+        raise DSTError("--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite deletes it; give one")
     cfg = TrainConfig.from_dict(config_from_args(args))
+    writable_dir(cfg.out)
     res = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0": return 0                     # under torchrun, rank 0 reports
     if args.json: print(json.dumps(res, indent=1)); return 0
