@@ -321,7 +321,7 @@ def read_dtb70_sequence(root, name:str, split=None) -> Sequence:
     boxes = read_boxes(anno); frames = list_frames(d/"img")
     _check_count(anno, len(boxes), frames, d/"img"); boxes = _to0(boxes, 1)
     check_first_box(boxes[0], f"{anno}:1")
-    return Sequence(name, frames, boxes, meta=_meta("dtb70", 1))
+    return Sequence(name, frames, boxes, meta=_meta("dtb70", 1, anno=str(anno)))
 
 DTB70 = register_benchmark(Benchmark(
     "dtb70", names=lambda root, split: DTB70_NAMES, present=lambda root, s, split: (Path(root)/s).is_dir(), read=read_dtb70_sequence))
@@ -380,7 +380,7 @@ def read_vot_sequence(root, name:str, split=None, region:str="bounds") -> Sequen
     with np.errstate(invalid="ignore"): boxes[(boxes[:, 2:] <= 0).any(1)] = np.nan
     check_first_box(boxes[0], f"{anno}:1")
     tags = {t.stem: read_flags(t, len(frames), pad=True).astype(bool) for t in sorted(d.glob("*.tag"))}
-    return Sequence(name, frames, boxes, attrs=tags, meta=_meta("vot2019", 0, polygons=polys, region=region))
+    return Sequence(name, frames, boxes, attrs=tags, meta=_meta("vot2019", 0, polygons=polys, region=region, anno=str(anno)))
 
 VOT = register_benchmark(Benchmark(
     "vot2019", names=lambda root, split: read_list(Path(root)/"list.txt") if (Path(root)/"list.txt").exists() else VOT2019_NAMES,
@@ -441,7 +441,7 @@ def read_lasot_sequence(root, name:str, split=None) -> Sequence:
     boxes = _to0(boxes, 1); check_first_box(boxes[0], f"{anno}:1")
     nlp = (d/"nlp.txt").read_text().strip() if (d/"nlp.txt").is_file() else None
     return Sequence(name, frames, boxes, absent=occ | oov, attrs=dict(full_occlusion=occ, out_of_view=oov),
-                    meta=_meta("lasot", 1, split, category=name.rsplit("-", 1)[0], nlp=nlp))
+                    meta=_meta("lasot", 1, split, category=name.rsplit("-", 1)[0], nlp=nlp, anno=str(anno)))
 
 LASOT = register_benchmark(Benchmark(
     "lasot", names=_lasot_names, present=lambda root, s, split: _lasot_dir(root, s).is_dir(), read=read_lasot_sequence,
@@ -482,7 +482,7 @@ def read_trackingnet_sequence(root, name:str, split="test") -> Sequence:
     if split == "test": boxes, ffo = _first_frame_only(boxes, len(frames), anno)
     else: _check_count(anno, len(boxes), frames, chunk/"frames"/name); ffo = False
     check_first_box(boxes[0], f"{anno}:1")
-    return Sequence(name, frames, boxes, meta=_meta("trackingnet", 0, split, chunk=chunk.name, first_frame_only=ffo))
+    return Sequence(name, frames, boxes, meta=_meta("trackingnet", 0, split, chunk=chunk.name, first_frame_only=ffo, anno=str(anno)))
 
 TRACKINGNET = register_benchmark(Benchmark(
     "trackingnet", names=_tn_names, present=lambda root, s, split: _tn_find(root, s, split) is not None,
@@ -509,7 +509,7 @@ def read_got10k_sequence(root, name:str, split="test") -> Sequence:
     d = Path(root)/split/name; anno = d/"groundtruth.txt"
     if not d.is_dir(): raise DSTError(f"{d}: sequence folder missing (GOT-10k {split} sequence {name})")
     boxes = read_boxes(anno); frames = list_frames(d); n = len(frames)
-    absent, attrs, meta = None, {}, _meta("got10k", 0, split, info=read_meta_info(d/"meta_info.ini"))
+    absent, attrs, meta = None, {}, _meta("got10k", 0, split, info=read_meta_info(d/"meta_info.ini"), anno=str(anno))
     if split == "test": boxes, meta["first_frame_only"] = _first_frame_only(boxes, n, anno)
     else:
         _check_count(anno, len(boxes), frames, d)

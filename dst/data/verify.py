@@ -156,7 +156,7 @@ def dataset_name(name:str, known=None, flag:str="--dataset") -> str:
     k = str(name).strip().lower()
     k = DATASET_ALIASES.get(k, k)
     if known is not None and k not in known:
-        raise DSTError(f"{flag} {name!r}: unknown dataset, expected one of {', '.join(sorted(known))} "
+        raise DSTError(f"unknown dataset {name!r} ({flag}), expected one of {', '.join(sorted(known))} "
                        f"(aliases: {', '.join(f'{a}={c}' for a, c in DATASET_ALIASES.items() if c in known)})")
     return k
 

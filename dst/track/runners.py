@@ -19,6 +19,7 @@ from ..data.sequences import Sequence
 from ..data.verify import dataset_name, outside_image, sequence_names
 from ..eval.results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
 from ..eval.vot import run_supervised
+from ..models.checkpoint import WEIGHT_SUFFIXES
 from .trackers import make_tracker, parse_hp
 from ..train.cli import writable_dir
 
@@ -126,6 +127,11 @@ def _done(tdir, seq:Sequence, layout) -> bool:
 
 def _tracker(model, hp, device, name, precision):
     "`make_tracker`, passing `precision` only when it is given (older trackers have no such keyword)."
+    if isinstance(model, (str, Path)):                      # a path that names no checkpoint is not an architecture name
+        s = str(model)
+        if Path(s).is_dir(): raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an architecture name or a baseline")
+        if not Path(s).is_file() and ("/" in s or os.sep in s or s.lower().endswith(WEIGHT_SUFFIXES)):
+            raise DSTError(f"--model {s!r}: no such checkpoint file")
     if precision is None: return make_tracker(model, hp, device, name)
     if "precision" in inspect.signature(make_tracker).parameters: return make_tracker(model, hp, device, name, precision=precision)
     if resolve_precision(precision, device) == "fp32": return make_tracker(model, hp, device, name)

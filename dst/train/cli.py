@@ -98,14 +98,13 @@ def config_from_args(args) -> dict:
 
 # %% ../../nbs/42_train_cli.ipynb #ea0aeabd
 def writable_dir(path, flag:str="--out") -> Path:
-    "`path` as a folder that exists and can be written (created if needed); DSTError naming `flag` otherwise."
-    p = Path(path)
+    "`path` if it is, or can be made, a writable folder (nothing is created); DSTError naming `flag` otherwise."
+    p = Path(path).absolute()
     bad = next((q for q in [p, *p.parents] if q.exists() and not q.is_dir()), None)
     if bad is not None: raise DSTError(f"{flag} {str(path)!r}: {bad} is a file, expected a folder")
-    try: p.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise DSTError(f"{flag} {str(path)!r}: the folder cannot be created ({e.strerror})") from None
-    if not os.access(p, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: the folder is not writable")
-    return p
+    have = next(q for q in [p, *p.parents] if q.exists())       # the folder that must let us write (or create) below it
+    if not os.access(have, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: {have} is not writable")
+    return Path(path)
 
 # %% ../../nbs/42_train_cli.ipynb #6f8c65b5
 def _list(s:str) -> list: return [v.strip() for v in s.split(",") if v.strip()]
