@@ -218,7 +218,9 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
         bar.set_postfix(seq=f"{skipped + len(finished)}/{len(sequences)}", fps=f"{frames / max(secs, 1e-9):.1f}", last=seq_name)
     try:
         if workers > 1 and len(todo) > 1:
-            _parallel(todo, model, hp, device, name, precision, protocol, tdir, layout, workers, bar, _record)
+            net = getattr(tracker, "net", None)       # random weights (an architecture name): every worker gets these same ones
+            shared = net.cpu() if net is not None and not (isinstance(model, (str, Path)) and Path(str(model)).is_file()) else model
+            _parallel(todo, shared, hp, device, name, precision, protocol, tdir, layout, workers, bar, _record)
         else:
             for s in todo: _record(_run_one(tracker, s, protocol, tdir, layout, lambda: bar.update(1)))
     except OSError as e:
