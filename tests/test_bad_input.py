@@ -349,15 +349,33 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _workers(pid: int) -> tuple:
+    """(worker pids, helper pids) of a `dst track --workers N` process: forked by multiprocessing's fork server, or spawned."""
+    workers, helpers = [], []
+    for k in _children(pid):
+        if "forkserver" in _cmdline(k):
+            helpers.append(k); workers += _children(k)
+        elif "spawn_main" in _cmdline(k):
+            workers.append(k)
+    return workers, helpers
+
+
 def _start_parallel_track(fixtures, out):
     p = subprocess.Popen([DST, "track", "--model", "siamfc@0.25", "--dataset", "otb", "--root", str(fixtures / "otb"),
                           "--out", str(out), "--sequences", "Crossing", "Football1", "--workers", "2", "--quiet"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     t0 = time.time()
     while time.time() - t0 < 90:                              # until both workers are up (they import torch)
-        kids = [k for k in _children(p.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
+        kids, helpers = _workers(p.pid)
         if len(kids) == 2 and (out / "OTB100/siamfc@0.25/tracker.json").is_file():
-            return p, kids
+            return p, kids + helpers
         time.sleep(0.2)
     p.kill()
     pytest.fail("the workers did not start in 90 s")

@@ -146,20 +146,32 @@ def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
 # %% ../../nbs/51_runners.ipynb #75ea3201
 _W = {}   # a worker process's tracker and frame counter
 
-def _die_with_parent(ppid:int):
-    "End this process when process `ppid` ends: Linux's PR_SET_PDEATHSIG, plus a watchdog thread everywhere."
+def _gone(pid:int) -> bool:
+    try: os.kill(pid, 0); return False
+    except ProcessLookupError: return True
+    except PermissionError: return False
+
+def _die_with_parent(owner:int):
+    "End this process when its parent or process `owner` (the run's) ends: Linux's PR_SET_PDEATHSIG, and a watchdog thread."
+    ppid = os.getppid()
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG: SIGTERM when the parent exits
     except (OSError, AttributeError): pass
     def _watch():
         while True:
-            if os.getppid() != ppid: os._exit(1)
+            if os.getppid() != ppid or _gone(owner): os._exit(1)
             time.sleep(1.0)
     threading.Thread(target=_watch, daemon=True).start()
 
-def _worker_init(model, hp, device, name, precision, threads, counter, ppid):
-    _die_with_parent(ppid)
+def _context():
+    "Workers forked from a server that has imported dst once (fast after the first pool, no fork of a threaded parent); else spawn."
+    if "forkserver" not in mp.get_all_start_methods(): return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver"); ctx.set_forkserver_preload(["dst.track.runners"])
+    return ctx
+
+def _worker_init(model, hp, device, name, precision, threads, counter, owner):
+    _die_with_parent(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the parent's to handle
     warnings.filterwarnings("ignore", message=".*randomly initialised")   # the parent has said it once
     torch.set_num_threads(threads)
@@ -237,7 +249,7 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
 def _parallel(todo, model, hp, device, name, precision, protocol, tdir, layout, workers, bar, record):
     "Track `todo` over `workers` processes; `record(result)` as each sequence finishes, the bar moved per frame."
     workers = min(workers, len(todo))
-    ctx = mp.get_context("spawn")                          # no fork of a process that already runs torch threads
+    ctx = _context()
     counter = ctx.Value("q", 0)
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(model, hp, device, name, precision, max(1, _cores() // workers), counter, os.getpid()))
