@@ -408,6 +408,18 @@ def test_a_worker_that_dies_ends_the_run_with_one_line(fixtures, tmp_path):
     assert not list((tmp_path / "res").rglob("*.tmp"))        # no half-written file
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_ctrl_c_on_a_parallel_run_ends_it_and_its_workers(fixtures, tmp_path):
+    p, kids = _start_parallel_track(fixtures, tmp_path / "res")
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == "dst track: interrupted; files written before are intact, rerun the same command to resume"
+    time.sleep(1.5)
+    assert not any(_alive(k) for k in kids[:2])
+
+
 def test_interrupt_keeps_finished_sequences_and_resumes(capsys, dtb, tmp_path, monkeypatch):
     from dst.track import runners
     real, calls = runners.track_ope, []
