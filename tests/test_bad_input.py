@@ -153,6 +153,14 @@ def test_malformed_annotation_rows_are_named_by_file_and_line(capsys, dtb, tmp_p
     one_error(err, "track", str(gt), *words)
 
 
+def test_annotation_with_a_byte_order_mark_and_crlf_is_read(capsys, dtb, tmp_path):
+    gt = dtb / "Animal1/groundtruth_rect.txt"
+    gt.write_bytes(b"\xef\xbb\xbf" + gt.read_text().replace("\n", "\r\n").encode())   # as a Windows editor saves it
+    rc, out, err = track(capsys, dtb, tmp_path / "res")
+    assert rc == 0 and "2 sequences tracked" in out
+    assert (tmp_path / "res/DTB70/static/Animal1.txt").read_text().splitlines()[0] == "3.0000,4.0000,10.0000,8.0000"   # its first row, 1-based as read
+
+
 def test_fewer_rows_than_frames(capsys, dtb, tmp_path):
     gt = dtb / "Animal1/groundtruth_rect.txt"
     gt.write_text("".join(gt.read_text().splitlines(keepends=True)[:4]))
@@ -323,6 +331,24 @@ def test_eval_of_a_missing_results_folder(capsys, dtb, tmp_path):
     rc, out, err = dst(capsys, "eval", "--dataset", "dtb70", "--root", dtb, "--results", tmp_path / "nope")
     assert rc == 2
     one_error(err, "eval", "results folder is missing")
+
+
+def test_eval_of_the_out_folder_instead_of_the_tracker_folder(capsys, dtb, tmp_path):
+    assert track(capsys, dtb, tmp_path / "res")[0] == 0
+    rc, out, err = dst(capsys, "eval", "--dataset", "dtb70", "--root", dtb, "--results", tmp_path / "res", "--sequences", "Animal1,Animal2")
+    assert rc == 2
+    one_error(err, "eval", "no results of any of the 2 sequence(s)", "OUT/BENCHMARK/TRACKER", "this folder holds DTB70")
+    (tmp_path / "r.txt").write_text("x")
+    rc, out, err = dst(capsys, "eval", "--dataset", "dtb70", "--root", dtb, "--results", tmp_path / "r.txt", "--sequences", "Animal1")
+    assert rc == 2
+    one_error(err, "eval", "r.txt' is a file, expected the tracker's results folder")
+
+
+def test_a_name_that_is_a_path_is_refused(capsys, dtb, tmp_path):
+    rc, out, err = track(capsys, dtb, tmp_path / "res", "--name", "../../elsewhere")
+    assert rc == 2
+    one_error(err, "track", "--name '../../elsewhere': expected a plain folder name")
+    assert not (tmp_path / "res").exists()
 
 
 # ================================================================ faults

@@ -37,7 +37,7 @@ def read_rows(path, ncols=(4,), allow_nan:bool=False) -> list[list[float]]:
     "Rows of numbers from a text annotation file (tab, comma or space separated), checked line by line."
     path = Path(path)                                  # ncols: the accepted numbers of values per row
     if not path.is_file(): raise DSTError(f"{path}: annotation file is missing")
-    lines = path.read_text(errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()   # utf-8-sig: a byte-order mark is not data
     while lines and not lines[-1].strip(): lines.pop()
     want = " or ".join(map(str, ncols))
     if not lines: raise DSTError(f"{path}: annotation file is empty, expected one row of {want} numbers per frame")

@@ -208,7 +208,10 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
     if workers < 1: raise DSTError(f"--workers {workers}: expected 1 or more processes")
     _hp_check(model, hp)
     if precision is not None: resolve_precision(precision, device)            # a clear error for a bad value, before any work
+    if isinstance(model, torch.nn.Module): name = name or (getattr(model, "spec", None) or {}).get("name", type(model).__name__)
     name = name or (Path(model).stem if isinstance(model, (str, Path)) and Path(str(model)).is_file() else str(model))
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise DSTError(f"--name {name!r}: expected a plain folder name for the results (no '/', not '.' or '..')")
     tdir, layout = Path(out)/benchmark/name, results_layout("vot" if protocol == "vot" else benchmark)
     tracker = _tracker(model, hp, device, name, precision)                     # a broken model fails here, before any output
     record = dict(model=_describe(model), fingerprint=model_fingerprint(model, hp, precision), hp=hp or {}, precision=precision,
