@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core import DSTError, resolve_precision, save_json
+from ..core import DSTError, get_device, resolve_precision, save_json
 from ..data.sequences import Sequence
 from ..data.verify import dataset_name, outside_image, sequence_names
 from ..eval.results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
@@ -140,8 +140,8 @@ def _tracker(model, hp, device, name, precision):
 def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
     res, times, conf = (track_vot if protocol == "vot" else track_ope)(tracker, seq, on_frame=on_frame, scores=True)
     save_sequence(tdir, seq.name, res, times, layout, offset=seq.meta.get("index_base"), confidence=conf)  # the dataset's own convention
-    low = low_confidence(conf)
-    return seq.name, len(seq), float(times[1:].sum()), int(low.sum()), (int(np.flatnonzero(low)[0]) + 1 if low.any() else None)
+    low, scored = low_confidence(conf), bool(np.isfinite(conf).any() and np.nanmax(conf) > 0)
+    return seq.name, len(seq), float(times[1:].sum()), int(low.sum()), (int(np.flatnonzero(low)[0]) + 1 if low.any() else None), scored
 
 # %% ../../nbs/51_runners.ipynb #75ea3201
 _W = {}   # a worker process's tracker and frame counter
@@ -207,27 +207,28 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
     if protocol not in ("ope", "vot"): raise DSTError(f"protocol {protocol!r}: expected 'ope' or 'vot'")
     if workers < 1: raise DSTError(f"--workers {workers}: expected 1 or more processes")
     _hp_check(model, hp)
-    if precision is not None: resolve_precision(precision, device)            # a clear error for a bad value, before any work
+    dev = get_device(device) if isinstance(device, str) else device          # clear errors for a bad device or precision, before any work
+    effective = resolve_precision(precision or "auto", dev)
     if isinstance(model, torch.nn.Module): name = name or (getattr(model, "spec", None) or {}).get("name", type(model).__name__)
     name = name or (Path(model).stem if isinstance(model, (str, Path)) and Path(str(model)).is_file() else str(model))
     if not name or name in (".", "..") or "/" in name or os.sep in name:
         raise DSTError(f"--name {name!r}: expected a plain folder name for the results (no '/', not '.' or '..')")
     tdir, layout = Path(out)/benchmark/name, results_layout("vot" if protocol == "vot" else benchmark)
     tracker = _tracker(model, hp, device, name, precision)                     # a broken model fails here, before any output
-    record = dict(model=_describe(model), fingerprint=model_fingerprint(model, hp, precision), hp=hp or {}, precision=precision,
+    record = dict(model=_describe(model), fingerprint=model_fingerprint(model, hp, effective), hp=hp or {}, precision=effective,
                   benchmark=benchmark, protocol=protocol)
     _check_out(tdir, sequences, layout)
     done = {s.name for s in sequences if _done(tdir, s, layout)}
     claim_results(tdir, record, overwrite, existing=bool(done))
     todo = [s for s in sequences if not (resume and not overwrite and s.name in done)]
     skipped = len(sequences) - len(todo)
-    frames, secs, low, finished = 0, 0.0, {}, []
+    frames, secs, low, finished, scored = 0, 0.0, {}, [], 0
     bar = tqdm(total=sum(len(s) for s in sequences), initial=sum(len(s) for s in sequences) - sum(len(s) for s in todo),
                desc=f"{name} on {benchmark}", unit="frame", disable=not progress, smoothing=0.1)
     def _record(r):
-        nonlocal frames, secs
-        seq_name, n, s, nlow, first = r
-        frames, secs = frames + n - 1, secs + s
+        nonlocal frames, secs, scored
+        seq_name, n, s, nlow, first, has_score = r
+        frames, secs, scored = frames + n - 1, secs + s, scored + has_score
         finished.append(seq_name)
         if nlow: low[seq_name] = dict(frames=nlow, of=n, first=first)
         bar.set_postfix(seq=f"{skipped + len(finished)}/{len(sequences)}", fps=f"{frames / max(secs, 1e-9):.1f}", last=seq_name)
@@ -243,8 +244,8 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
                        "finished before are kept: free the space or fix the path, then rerun the same command to resume") from None
     finally: bar.close()
     summary = dict(tracker=name, benchmark=benchmark, protocol=protocol, results=str(tdir), sequences=len(sequences),
-                   tracked=len(todo), skipped=skipped, fps=frames / secs if secs else None, low_confidence=low,
-                   fingerprint=record["fingerprint"], precision=precision)
+                   tracked=len(todo), skipped=skipped, fps=frames / secs if secs else None, low_confidence=low, scored=scored,
+                   fingerprint=record["fingerprint"], precision=effective)
     if layout.kind == "trackingnet": summary["zip"] = str(zip_results(tdir, layout="trackingnet"))
     return summary
 
@@ -287,7 +288,8 @@ def _cli_track(a):
     if s["low_confidence"]:
         print(f"low confidence (target probably lost) in {len(s['low_confidence'])} sequence(s): "
               + "; ".join(f"{k} {v['frames']} of {v['of']} frames from frame {v['first']}" for k, v in s["low_confidence"].items()))
-    elif s["tracked"]: print("confidence: no sequence with frames of low confidence")
+    elif s["scored"]: print(f"confidence: no sequence with frames of low confidence ({s['scored']} scored)")
+    elif s["tracked"]: print(f"confidence: {s['tracker']} reports no score, so a lost target cannot be detected")
 
 def add_cli(sub):
     "Add `dst track`."
