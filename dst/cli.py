@@ -11,7 +11,7 @@ import errno, os
 from .core import DSTError
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'os_error_line', 'main']
+__all__ = ['CLI_MODULES', 'OUT_FOLDERS', 'command_group', 'build_parser', 'os_error_line', 'command_path', 'check_out', 'main']
 
 # %% ../nbs/70_cli.ipynb #01b7d14b
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
@@ -63,10 +63,26 @@ def os_error_line(e:OSError) -> str:
     return (f"{path}: {hint} ({e.strerror or type(e).__name__}); files written before are intact (atomic writes), "
             "rerun the same command to resume")
 
+OUT_FOLDERS = ("data synth", "export-onnx", "select", "train", "track", "run", "demo", "dev docs")   # commands whose --out is a folder
+
+def command_path(args) -> str:
+    "`dst data synth ...` -> 'data synth': the command and, for groups, its subcommand."
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+def check_out(args):
+    "DSTError before a command runs when its --out folder cannot be written (a file in its place or on its path)."
+    out = getattr(args, "out", None)
+    if out is not None and any(command_path(args) == c or command_path(args).startswith(c + " ") for c in OUT_FOLDERS):
+        from dst.train.cli import writable_dir
+        writable_dir(out, "--out")
+
 def main(argv=None) -> int:
     "Run `dst` with `argv` (default: the process's arguments); returns the exit status."
     args = build_parser().parse_args(argv)
-    try: rc = args.func(args)
+    try:
+        check_out(args)
+        rc = args.func(args)
     except DSTError as e:
         print(f"dst {args.command}: error: {e}", file=sys.stderr); return 2
     except BrokenPipeError:                       # `dst ... | head`: the reader has gone, nothing to report

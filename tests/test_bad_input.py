@@ -537,6 +537,14 @@ def test_any_os_error_is_one_line(capsys, monkeypatch):
     one_error(err, "data", "/tmp/x.json: it is a folder, expected a file (Is a directory)", "files written before are intact")
 
 
+@pytest.mark.parametrize("argv", [["data", "synth"], ["select", "--scale", "smoke"], ["export-onnx", "--model", "siamfc@0.1"]])
+def test_every_out_folder_is_checked_before_the_command_runs(capsys, tmp_path, argv):
+    (tmp_path / "f").write_text("x")
+    rc, out, err = dst(capsys, *argv, "--out", tmp_path / "f/sub")
+    assert rc == 2 and out == ""
+    one_error(err, argv[0], f"--out '{tmp_path / 'f/sub'}': {tmp_path / 'f'} is a file, expected a folder")
+
+
 def test_train_out_is_a_file_before_any_work(capsys, tmp_path):
     (tmp_path / "run").write_text("x")
     rc, out, err = dst(capsys, "train", "--students", "siamfc@0.1", "--data", f"synth:{tmp_path}", "--out", tmp_path / "run/sub")

@@ -58,7 +58,8 @@ def track_vot(tracker, seq:Sequence, skip:int=5, on_frame=None, scores:bool=Fals
     "Supervised (reset) run: `(trajectory, seconds per frame)`, plus per-frame scores when `scores`."
     times, conf = np.zeros(len(seq)), np.full(len(seq), np.nan)
     def _init(i, box):
-        img = seq.image(i); _check_init(seq, i, img, box)
+        img = seq.image(i)
+        if i == 0: _check_init(seq, i, img, box)              # the annotation's first box; re-inits follow the protocol
         t = time.perf_counter(); tracker.init(img, box); times[i] = time.perf_counter() - t
         if on_frame: on_frame()
     def _update(i):
