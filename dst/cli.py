@@ -6,10 +6,12 @@
 from __future__ import annotations
 import argparse, importlib, sys
 
+import errno, os
+
 from .core import DSTError
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'command_group', 'build_parser', 'main']
+__all__ = ['CLI_MODULES', 'OUT_FOLDERS', 'command_group', 'build_parser', 'os_error_line', 'command_path', 'check_out', 'main']
 
 # %% ../nbs/70_cli.ipynb #01b7d14b
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
@@ -43,10 +45,53 @@ def build_parser() -> argparse.ArgumentParser:
     for m in CLI_MODULES: importlib.import_module(m).add_cli(sub)
     return p
 
+_OS_HINTS = {  # errno -> what the path needed
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is exceeded: free some space",
+    errno.ENOTDIR: "a part of the path is a file, expected a folder",
+    errno.EISDIR: "it is a folder, expected a file",
+    errno.EEXIST: "it exists and is not a folder, expected a folder",
+    errno.EACCES: "permission denied: choose a folder you can write",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.ENOENT: "no such file or folder",
+}
+
+def os_error_line(e:OSError) -> str:
+    "One line for an operating-system error: the path, what it needed, and that finished work is kept."
+    path = e.filename if e.filename is not None else ""
+    hint = _OS_HINTS.get(e.errno, e.strerror or str(e))
+    return (f"{path}: {hint} ({e.strerror or type(e).__name__}); files written before are intact (atomic writes), "
+            "rerun the same command to resume")
+
+OUT_FOLDERS = ("data synth", "export-onnx", "select", "train", "track", "run", "demo", "dev docs")   # commands whose --out is a folder
+
+def command_path(args) -> str:
+    "`dst data synth ...` -> 'data synth': the command and, for groups, its subcommand."
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+def check_out(args):
+    "DSTError before a command runs when its --out folder cannot be written (a file in its place or on its path)."
+    out = getattr(args, "out", None)
+    if out is not None and any(command_path(args) == c or command_path(args).startswith(c + " ") for c in OUT_FOLDERS):
+        from dst.train.cli import writable_dir
+        writable_dir(out, "--out")
+
 def main(argv=None) -> int:
     "Run `dst` with `argv` (default: the process's arguments); returns the exit status."
     args = build_parser().parse_args(argv)
-    try: rc = args.func(args)
+    try:
+        check_out(args)
+        rc = args.func(args)
     except DSTError as e:
         print(f"dst {args.command}: error: {e}", file=sys.stderr); return 2
+    except BrokenPipeError:                       # `dst ... | head`: the reader has gone, nothing to report
+        try: sys.stdout = open(os.devnull, "w")
+        except OSError: pass
+        return 0
+    except OSError as e:
+        print(f"dst {args.command}: error: {os_error_line(e)}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print(f"dst {args.command}: interrupted; files written before are intact, rerun the same command to resume", file=sys.stderr)
+        return 130
     return int(rc or 0)

@@ -179,7 +179,7 @@ def test_missing_and_corrupt_frames_are_found_by_verify_not_readers(tmp_path):
     from dst.data.verify import verify_dataset
     d = _otb_tree(tmp_path, "Crossing", 120, 120)
     for f in (d / "img").glob("*.jpg"):
-        cv2.imwrite(str(f), np.zeros((8, 8, 3), np.uint8))
+        cv2.imwrite(str(f), np.zeros((200, 160, 3), np.uint8))   # frames that hold the boxes (verify checks that)
     (d / "img/0007.jpg").unlink()
     (d / "img/0009.jpg").write_bytes(b"\xff\xd8 truncated")
     (s,) = load_dataset("otb100", tmp_path, sequences=["Crossing"])           # the reader does not look at frames

@@ -17,13 +17,14 @@ from ..core import DSTError
 from .sequences import Sequence
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'BENCHMARKS', 'LOADERS', 'PROVIDERS', 'OTB100_TABLE', 'OTB100', 'OTB', 'DTB70_NAMES', 'DTB70',
-           'VOT2019_NAMES', 'VOT', 'LASOT_TEST', 'LASOT', 'TRACKINGNET_CHUNKS', 'TRACKINGNET', 'GOT10K', 'read_rows',
-           'read_boxes', 'check_first_box', 'natural_key', 'list_frames', 'read_flags', 'Benchmark', 'register_loader',
-           'register_benchmark', 'write_frames', 'parse_otb_table', 'read_otb_sequence', 'read_dtb70_sequence',
-           'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon', 'read_list', 'read_vot_sequence', 'make_tiny_vot',
-           'read_lasot_sequence', 'make_tiny_lasot', 'read_trackingnet_sequence', 'make_tiny_trackingnet',
-           'read_meta_info', 'read_got10k_sequence', 'make_tiny_got10k', 'known_datasets', 'load_dataset']
+__all__ = ['MAX_COORD', 'IMAGE_EXTS', 'BENCHMARKS', 'LOADERS', 'PROVIDERS', 'OTB100_TABLE', 'OTB100', 'OTB', 'DTB70_NAMES',
+           'DTB70', 'VOT2019_NAMES', 'VOT', 'LASOT_TEST', 'LASOT', 'TRACKINGNET_CHUNKS', 'TRACKINGNET', 'GOT10K',
+           'read_rows', 'read_boxes', 'check_first_box', 'natural_key', 'list_frames', 'read_flags', 'Benchmark',
+           'register_loader', 'register_benchmark', 'write_frames', 'parse_otb_table', 'read_otb_sequence',
+           'read_dtb70_sequence', 'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon', 'read_list',
+           'read_vot_sequence', 'make_tiny_vot', 'read_lasot_sequence', 'make_tiny_lasot', 'read_trackingnet_sequence',
+           'make_tiny_trackingnet', 'read_meta_info', 'read_got10k_sequence', 'make_tiny_got10k', 'known_datasets',
+           'load_dataset']
 
 # %% ../../nbs/12_datasets.ipynb #0f7c6b45
 _SEP = re.compile(r"[,\s]+")
@@ -36,7 +37,7 @@ def read_rows(path, ncols=(4,), allow_nan:bool=False) -> list[list[float]]:
     "Rows of numbers from a text annotation file (tab, comma or space separated), checked line by line."
     path = Path(path)                                  # ncols: the accepted numbers of values per row
     if not path.is_file(): raise DSTError(f"{path}: annotation file is missing")
-    lines = path.read_text(errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()   # utf-8-sig: a byte-order mark is not data
     while lines and not lines[-1].strip(): lines.pop()
     want = " or ".join(map(str, ncols))
     if not lines: raise DSTError(f"{path}: annotation file is empty, expected one row of {want} numbers per frame")
@@ -52,6 +53,8 @@ def read_rows(path, ncols=(4,), allow_nan:bool=False) -> list[list[float]]:
     return rows
 
 # %% ../../nbs/12_datasets.ipynb #a7845574
+MAX_COORD = 1e6   # no frame is a million pixels wide: a larger box value is a broken file, not a box
+
 def read_boxes(path, allow_nan:bool=False) -> np.ndarray:
     "`(N, 4)` `xywh` boxes from a text file; negative sizes are errors, zero-size rows become NaN (no box)."
     b = np.array(read_rows(path, (4,), allow_nan), dtype=np.float64).reshape(-1, 4)
@@ -59,6 +62,10 @@ def read_boxes(path, allow_nan:bool=False) -> np.ndarray:
     if neg.any():
         i = int(np.flatnonzero(neg)[0])
         raise DSTError(f"{path}:{i+1}: negative width or height ({b[i, 2]:g}, {b[i, 3]:g}), expected x,y,w,h with w,h >= 0")
+    with np.errstate(invalid="ignore"): huge = (np.abs(b) > MAX_COORD).any(1)
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise DSTError(f"{path}:{i+1}: box {b[i].tolist()} is far beyond any image (|value| > {MAX_COORD:g}), expected x,y,w,h in pixels")
     with np.errstate(invalid="ignore"): b[(b[:, 2:] == 0).any(1)] = np.nan
     return b
 
@@ -123,7 +130,7 @@ class Benchmark:
             names = [s for s in names if s in set(sequences)]
         missing = [s for s in names if not self.present(root, s, split)]
         if missing: raise DSTError(f"{self.name}: {len(missing)} of {len(names)} sequences missing under {root} (first: {missing[:5]}); "
-                                   f"pass sequences=[...] to read a subset, or run `dst data verify {self.name} --root {root}`")
+                                   f"pass --sequences NAME ... (sequences=[...] in Python) to read a subset, or run `dst data verify {self.name} --root {root}`")
         return [self.read(root, s, split, **kw) for s in tqdm(names, desc=self.name, disable=not progress or len(names) < 20)]
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -314,7 +321,7 @@ def read_dtb70_sequence(root, name:str, split=None) -> Sequence:
     boxes = read_boxes(anno); frames = list_frames(d/"img")
     _check_count(anno, len(boxes), frames, d/"img"); boxes = _to0(boxes, 1)
     check_first_box(boxes[0], f"{anno}:1")
-    return Sequence(name, frames, boxes, meta=_meta("dtb70", 1))
+    return Sequence(name, frames, boxes, meta=_meta("dtb70", 1, anno=str(anno)))
 
 DTB70 = register_benchmark(Benchmark(
     "dtb70", names=lambda root, split: DTB70_NAMES, present=lambda root, s, split: (Path(root)/s).is_dir(), read=read_dtb70_sequence))
@@ -373,7 +380,7 @@ def read_vot_sequence(root, name:str, split=None, region:str="bounds") -> Sequen
     with np.errstate(invalid="ignore"): boxes[(boxes[:, 2:] <= 0).any(1)] = np.nan
     check_first_box(boxes[0], f"{anno}:1")
     tags = {t.stem: read_flags(t, len(frames), pad=True).astype(bool) for t in sorted(d.glob("*.tag"))}
-    return Sequence(name, frames, boxes, attrs=tags, meta=_meta("vot2019", 0, polygons=polys, region=region))
+    return Sequence(name, frames, boxes, attrs=tags, meta=_meta("vot2019", 0, polygons=polys, region=region, anno=str(anno)))
 
 VOT = register_benchmark(Benchmark(
     "vot2019", names=lambda root, split: read_list(Path(root)/"list.txt") if (Path(root)/"list.txt").exists() else VOT2019_NAMES,
@@ -434,7 +441,7 @@ def read_lasot_sequence(root, name:str, split=None) -> Sequence:
     boxes = _to0(boxes, 1); check_first_box(boxes[0], f"{anno}:1")
     nlp = (d/"nlp.txt").read_text().strip() if (d/"nlp.txt").is_file() else None
     return Sequence(name, frames, boxes, absent=occ | oov, attrs=dict(full_occlusion=occ, out_of_view=oov),
-                    meta=_meta("lasot", 1, split, category=name.rsplit("-", 1)[0], nlp=nlp))
+                    meta=_meta("lasot", 1, split, category=name.rsplit("-", 1)[0], nlp=nlp, anno=str(anno)))
 
 LASOT = register_benchmark(Benchmark(
     "lasot", names=_lasot_names, present=lambda root, s, split: _lasot_dir(root, s).is_dir(), read=read_lasot_sequence,
@@ -475,7 +482,7 @@ def read_trackingnet_sequence(root, name:str, split="test") -> Sequence:
     if split == "test": boxes, ffo = _first_frame_only(boxes, len(frames), anno)
     else: _check_count(anno, len(boxes), frames, chunk/"frames"/name); ffo = False
     check_first_box(boxes[0], f"{anno}:1")
-    return Sequence(name, frames, boxes, meta=_meta("trackingnet", 0, split, chunk=chunk.name, first_frame_only=ffo))
+    return Sequence(name, frames, boxes, meta=_meta("trackingnet", 0, split, chunk=chunk.name, first_frame_only=ffo, anno=str(anno)))
 
 TRACKINGNET = register_benchmark(Benchmark(
     "trackingnet", names=_tn_names, present=lambda root, s, split: _tn_find(root, s, split) is not None,
@@ -502,7 +509,7 @@ def read_got10k_sequence(root, name:str, split="test") -> Sequence:
     d = Path(root)/split/name; anno = d/"groundtruth.txt"
     if not d.is_dir(): raise DSTError(f"{d}: sequence folder missing (GOT-10k {split} sequence {name})")
     boxes = read_boxes(anno); frames = list_frames(d); n = len(frames)
-    absent, attrs, meta = None, {}, _meta("got10k", 0, split, info=read_meta_info(d/"meta_info.ini"))
+    absent, attrs, meta = None, {}, _meta("got10k", 0, split, info=read_meta_info(d/"meta_info.ini"), anno=str(anno))
     if split == "test": boxes, meta["first_frame_only"] = _first_frame_only(boxes, n, anno)
     else:
         _check_count(anno, len(boxes), frames, d)

@@ -13,14 +13,28 @@ import numpy as np
 from ..core import DSTError
 
 # %% auto #0
-__all__ = ['read_image', 'Sequence']
+__all__ = ['truncation', 'read_image', 'Sequence']
 
 # %% ../../nbs/10_sequences.ipynb #0e627a41
+def truncation(data) -> str|None:
+    "Why encoded image bytes are incomplete (JPEG without end marker, PNG without IEND, BMP short of its size), else None."
+    b = bytes(data[:8]) if len(data) >= 8 else bytes(data)       # data: the file's bytes (bytes or a uint8 array)
+    tail = bytes(data[-1024:]).rstrip(b"\x00\r\n\t ")               # bytes after the end marker are tolerated, up to 1 KiB
+    if b[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in tail: return "no JPEG end-of-image marker"
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail: return "no PNG IEND chunk"
+    if b[:2] == b"BM" and len(data) >= 6 and int.from_bytes(bytes(data[2:6]), "little") > len(data):
+        return f"BMP header declares {int.from_bytes(bytes(data[2:6]), 'little')} bytes"
+    return None
+
 def read_image(path) -> np.ndarray:
-    "Read `path` as an 8-bit BGR `HxWx3` array; grayscale, 16-bit and alpha images are converted."
+    "Read `path` as an 8-bit BGR `HxWx3` array; grayscale, 16-bit and alpha images are converted, truncated files refused."
     path = Path(path)
     if not path.is_file(): raise DSTError(f"{path}: frame file is missing")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try: data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e: raise DSTError(f"{path}: cannot read the frame file ({e.strerror})") from None
+    if why := truncation(data):
+        raise DSTError(f"{path}: truncated image ({len(data)} bytes, {why}); the file is incomplete, download or extract it again")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if len(data) else None
     if img is None or img.size == 0: raise DSTError(f"{path}: cannot decode the image (corrupt or not an image)")
     if img.dtype == np.uint16: img = (img / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8: raise DSTError(f"{path}: unsupported pixel type {img.dtype}, expected 8 or 16 bit")

@@ -16,8 +16,9 @@ from .sequences import read_image
 from . import datasets as D, training_sets as T
 
 # %% auto #0
-__all__ = ['TERMS', 'NO_SUMS', 'DATASET_INFO', 'manifest_sequences', 'build_manifest', 'manifest_dir', 'write_manifests',
-           'load_manifest', 'VerifyReport', 'check_frames', 'check_boxes', 'verify_dataset', 'add_cli']
+__all__ = ['TERMS', 'NO_SUMS', 'DATASET_INFO', 'DATASET_ALIASES', 'manifest_sequences', 'build_manifest', 'dataset_name',
+           'sequence_names', 'manifest_dir', 'write_manifests', 'load_manifest', 'VerifyReport', 'check_frames',
+           'outside_image', 'check_boxes', 'verify_dataset', 'add_cli']
 
 # %% ../../nbs/16_verify.ipynb #b90d1dfc
 TERMS = "not restated here: read and accept the publisher's terms on the home page before downloading or using the data"
@@ -145,6 +146,27 @@ def build_manifest(name:str) -> dict:
     if seqs is not None: m["sequences"] = seqs
     return json.loads(json.dumps(m))
 
+# %% ../../nbs/16_verify.ipynb #d7c82019
+DATASET_ALIASES = {"otb": "otb100", "otb2015": "otb100", "otb-100": "otb100", "tb100": "otb100", "vot": "vot2019",
+                   "got-10k": "got10k", "got_10k": "got10k", "dtb": "dtb70", "tracking-net": "trackingnet",
+                   "vid": "imagenet_vid", "det": "imagenet_det", "ytbb": "youtube_bb", "youtube-bb": "youtube_bb"}
+
+def dataset_name(name:str, known=None, flag:str="--dataset") -> str:
+    "The canonical name of dataset `name` or an alias (`otb` -> `otb100`), checked against `known` when given."
+    k = str(name).strip().lower()
+    k = DATASET_ALIASES.get(k, k)
+    if known is not None and k not in known:
+        raise DSTError(f"unknown dataset {name!r} ({flag}), expected one of {', '.join(sorted(known))} "
+                       f"(aliases: {', '.join(f'{a}={c}' for a, c in DATASET_ALIASES.items() if c in known)})")
+    return k
+
+def sequence_names(values) -> list|None:
+    "`--sequences` as typed (space- and/or comma-separated, a string or a list) -> names; None when none given."
+    if values is None: return None
+    vals = [values] if isinstance(values, str) else values
+    out = [s.strip() for v in vals for s in str(v).split(",") if s.strip()]
+    return out or None
+
 # %% ../../nbs/16_verify.ipynb #09eb2a9d
 def manifest_dir() -> Path:
     "The checkout's `data_manifests/` folder."
@@ -224,17 +246,38 @@ def check_frames(rep:VerifyReport, seq, decode:str="first"):
     missing = [f for f in seq.frames if not f.is_file()]
     if missing: rep.problem(seq.name, f"{len(missing)} of {len(seq)} frames missing (first: {missing[0]})")
     todo = {"none": [], "first": seq.frames[:1], "all": seq.frames}[decode]
-    bad = []
+    bad, cut = [], []
     for f in todo:
         if f in missing: continue
         try: read_image(f)
-        except DSTError: bad.append(f)
+        except DSTError as e:
+            if "truncated image" in str(e): cut.append(str(e))
+            else: bad.append(f)
     if bad: rep.problem(seq.name, f"{len(bad)} frame(s) cannot be decoded (first: {bad[0]})")
+    if cut: rep.problem(seq.name, f"{len(cut)} frame(s) truncated (first: {cut[0]})")
+
+def _frame_size(path) -> tuple|None:
+    from PIL import Image
+    try:
+        with Image.open(path) as im: return im.size
+    except (OSError, ValueError): return None
+
+def outside_image(boxes, size) -> np.ndarray:
+    "Rows of `(N,4)` xywh `boxes` that do not overlap a `size=(W, H)` image at all (NaN rows are not outside)."
+    b, (w, h) = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), size
+    with np.errstate(invalid="ignore"): return (b[:, 0] >= w) | (b[:, 1] >= h) | (b[:, 0] + b[:, 2] <= 0) | (b[:, 1] + b[:, 3] <= 0)
 
 def check_boxes(rep:VerifyReport, seq):
-    "Add notes about frames without a box that the dataset does not mark absent."
+    "Add a problem for boxes entirely outside the frame, notes for frames without a box the dataset does not mark absent."
     nan = np.isnan(seq.boxes).any(1)
     if seq.absent is not None: nan &= ~seq.absent
+    size = _frame_size(seq.frames[0]) if len(seq) and seq.frames[0].is_file() else None
+    out = outside_image(seq.boxes, size) if size else np.zeros(len(seq), bool)
+    if seq.absent is not None: out &= ~seq.absent
+    if out.any():
+        k = int(np.flatnonzero(out)[0]); anno = seq.meta.get("anno")
+        rep.problem(seq.name, f"{int(out.sum())} box(es) lie entirely outside the {size[0]}x{size[1]} image (first: frame {k + 1}, "
+                              f"x,y,w,h {np.round(seq.boxes[k], 2).tolist()}{f', in {anno}' if anno else ''}); expected boxes inside the frame")
     if seq.meta.get("first_frame_only"): rep.note(seq.name, "test split: first-frame box only"); return
     if nan.any(): rep.note(seq.name, f"{int(nan.sum())} frame(s) without a box (zero-size rows), first at frame {int(np.flatnonzero(nan)[0]) + 1}")
 
@@ -288,7 +331,7 @@ def verify_dataset(name:str, root, split:str|None=None, sequences=None, decode:s
 
 # %% ../../nbs/16_verify.ipynb #0b411bc4
 def _cli_verify(args) -> int:
-    seqs = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    seqs = sequence_names(args.sequences)
     rep = verify_dataset(args.name, args.root, args.split, seqs, args.decode, args.limit, progress=sys.stderr.isatty())
     print("\n".join(rep.lines(quiet=args.quiet)))
     return 0 if rep.ok else 1
@@ -306,10 +349,10 @@ def add_cli(sub):
     g = command_group(sub, "data", "datasets: synthetic benchmark, verification")
     p = g.add_parser("verify", help="check a local copy of a dataset against its manifest, sequence by sequence",
                      description="Check a local copy of a dataset: missing sequences and frames, malformed annotations, rows vs frames. Exit status 1 when problems are found.")
-    p.add_argument("name", choices=list(DATASET_INFO), help="dataset (a data_manifests/ name)")
+    p.add_argument("name", type=dataset_name, choices=list(DATASET_INFO), help="dataset (a data_manifests/ name, or an alias such as otb, vot)")
     p.add_argument("--root", type=Path, required=True, help="the dataset's root folder")
     p.add_argument("--split", help="split to check (default: the dataset's default split)")
-    p.add_argument("--sequences", help="comma-separated sequence names to check (default: the whole split)")
+    p.add_argument("--sequences", nargs="+", help="sequence names to check, space- or comma-separated (default: the whole split)")
     p.add_argument("--decode", choices=("none", "first", "all"), default="first", help="decode no frame, the first of each sequence, or all")
     p.add_argument("--limit", type=int, help="check only the first N sequences")
     p.add_argument("--quiet", action="store_true", help="print problems and the summary only")

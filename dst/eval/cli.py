@@ -12,12 +12,14 @@ import pandas as pd
 
 from ..core import DSTError, save_json
 from ..data.sequences import Sequence
+from ..data.verify import DATASET_ALIASES, dataset_name, sequence_names
 from .metrics import attribute_metrics, benchmark_metrics, get_protocol
-from .results import fps, load_sequence, load_times, results_layout
+from .results import fps, load_sequence, load_times, results_layout, sequence_files
 from .vot import VOT2019, vot_metrics
+from ..train.cli import writable_dir
 
 # %% auto #0
-__all__ = ['DATASET_ALIASES', 'image_size', 'evaluate', 'add_cli']
+__all__ = ['image_size', 'evaluate', 'add_cli']
 
 # %% ../../nbs/64_eval_cli.ipynb #40cdd99a
 def image_size(seq:Sequence) -> tuple[int, int]:
@@ -39,12 +41,22 @@ def _dataset(sequences) -> str:
     names = {str(s.meta.get("dataset", "")) for s in sequences}
     return names.pop() if len(names) == 1 else ""
 
+def _check_results_dir(d:Path, sequences, protocol, layout, name):
+    "DSTError when `d` holds no results of any sequence: most often a folder one or two levels above the tracker's."
+    is_vot = str(protocol if protocol is not None else name).lower().startswith("vot")
+    lay = results_layout(layout or ("vot" if is_vot else name or d.parent.name))
+    if any(sequence_files(d, s.name, lay)["boxes"].is_file() or (d/s.name).is_dir() or (d/"baseline"/s.name).is_dir() for s in sequences): return
+    subs = sorted(p.name for p in d.iterdir() if p.is_dir())[:5]
+    raise DSTError(f"{d}: no results of any of the {len(sequences)} sequence(s) (e.g. {sequences[0].name}); expected the tracker's folder "
+                   f"OUT/BENCHMARK/TRACKER" + (f" (this folder holds {', '.join(subs)}: one of those, or a level below?)" if subs else ""))
+
 def evaluate(sequences:list, results_dir, protocol=None, layout=None, attributes:bool=True) -> dict:
     "Score the results in `results_dir` (`<out>/<benchmark>/<tracker>`) on `sequences`; returns scores, fps, curves, tables."
     sequences, d = list(sequences), Path(results_dir)
     if not sequences: raise DSTError("no sequences to evaluate")
     if not d.is_dir(): raise DSTError(f"{d}: results folder is missing (expected <out>/<benchmark>/<tracker>)")
     name = _dataset(sequences) or (protocol if isinstance(protocol, str) else "") or d.parent.name
+    _check_results_dir(d, sequences, protocol, layout, name)
     withheld = [s.name for s in sequences if s.meta.get("first_frame_only")]
     if withheld:
         raise DSTError(f"{name}: the ground truth of {len(withheld)} sequence(s) ({', '.join(withheld[:3])}) is withheld (test split); "
@@ -84,8 +96,6 @@ def _evaluate_vot(sequences, d:Path, lay) -> dict:
     return dict(protocol="vot2019", metrics=r["metrics"], eao_curve=r["eao_curve"], eao_range=[low, high], per_sequence=r["per_sequence"])
 
 # %% ../../nbs/64_eval_cli.ipynb #93b61d36
-DATASET_ALIASES = {"otb": "otb100", "otb2015": "otb100", "vot": "vot2019", "got-10k": "got10k"}
-
 def _jsonable(r:dict) -> dict:
     out = {}
     for k, v in r.items():
@@ -94,10 +104,13 @@ def _jsonable(r:dict) -> dict:
     return out
 
 def _cli_eval(a) -> int:
+    if Path(a.results).is_file(): raise DSTError(f"--results {a.results!r} is a file, expected the tracker's results folder OUT/BENCHMARK/TRACKER")
     if not Path(a.results).is_dir(): raise DSTError(f"{a.results}: results folder is missing (expected OUT/BENCHMARK/TRACKER)")
+    if a.save:                                   # checked before the work: a folder in its place, or a path under a file
+        if Path(a.save).is_dir(): raise DSTError(f"--save {a.save!r} is a folder, expected a JSON file name")
+        writable_dir(Path(a.save).parent, f"--save {a.save!r}: its folder")
     from dst.data.datasets import load_dataset
-    name = DATASET_ALIASES.get(a.dataset.lower(), a.dataset.lower())
-    seqs = load_dataset(name, a.root, split=a.split, sequences=a.sequences.split(",") if a.sequences else None)
+    seqs = load_dataset(dataset_name(a.dataset), a.root, split=a.split, sequences=sequence_names(a.sequences))
     r = evaluate(seqs, a.results, protocol=a.protocol)
     js = _jsonable(r)
     if a.save: save_json(js, a.save)
@@ -117,7 +130,7 @@ def add_cli(sub):
     p.add_argument("--root", required=True, help="the dataset's root folder")
     p.add_argument("--results", required=True, help="the tracker's results folder, OUT/BENCHMARK/TRACKER")
     p.add_argument("--split", default=None, help="dataset split (default: the dataset's evaluation split)")
-    p.add_argument("--sequences", default=None, help="comma-separated subset of sequences")
+    p.add_argument("--sequences", nargs="+", default=None, help="a subset of sequences, space- or comma-separated")
     p.add_argument("--protocol", default=None, help="override the protocol (otb, uav123, dtb70, lasot, trackingnet, got10k, vot)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--save", default=None, help="also write the JSON to this file")

@@ -15,8 +15,8 @@ from .vot import is_special
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'ResultsLayout', 'results_layout', 'write_boxes', 'read_boxes', 'write_times', 'read_times', 'fps',
-           'write_vot_trajectory', 'read_vot_trajectory', 'sequence_files', 'save_sequence', 'load_sequence',
-           'load_times', 'zip_results']
+           'write_vot_trajectory', 'read_vot_trajectory', 'sequence_files', 'save_sequence', 'write_confidence',
+           'load_confidence', 'load_sequence', 'load_times', 'zip_results']
 
 # %% ../../nbs/62_results.ipynb #66b16171
 @dataclass(frozen=True)
@@ -131,21 +131,36 @@ def read_vot_trajectory(path, n_frames:int|None=None, offset:float=0) -> list:
 
 # %% ../../nbs/62_results.ipynb #8f0ebb35
 def sequence_files(tracker_dir, seq:str, layout="ope", run:int=1) -> dict:
-    "Paths of one sequence's results (`boxes`) and time (`times`) files under a tracker folder."
+    "Paths of one sequence's results (`boxes`), time (`times`) and per-frame score (`confidence`) files under a tracker folder."
     kind, d = results_layout(layout).kind, Path(tracker_dir)
-    if kind in ("ope", "trackingnet"): return dict(boxes=d/f"{seq}.txt", times=d/f"{seq}_time.txt")
+    if kind in ("ope", "trackingnet"): return dict(boxes=d/f"{seq}.txt", times=d/f"{seq}_time.txt", confidence=d/f"{seq}_confidence.txt")
     sub = d/seq if kind == "got10k" else d/"baseline"/seq
-    return dict(boxes=sub/f"{seq}_{run:03d}.txt", times=sub/f"{seq}_time.txt")
+    return dict(boxes=sub/f"{seq}_{run:03d}.txt", times=sub/f"{seq}_time.txt", confidence=sub/f"{seq}_{run:03d}_confidence.value")
 
-def save_sequence(tracker_dir, seq:str, result, times=None, layout="ope", offset:float|None=None, run:int=1) -> Path:
-    "Write one sequence's boxes (or VOT trajectory) and per-frame times in `layout`; returns the results path."
+def save_sequence(tracker_dir, seq:str, result, times=None, layout="ope", offset:float|None=None, run:int=1, confidence=None) -> Path:
+    "Write one sequence's boxes (or VOT trajectory), per-frame times and scores in `layout`; returns the results path."
     lay = results_layout(layout)
     off = lay.offset if offset is None else offset
     f = sequence_files(tracker_dir, seq, lay, run)
+    if confidence is not None: write_confidence(f["confidence"], confidence)   # first: a complete boxes file means a finished sequence
+    if times is not None: write_times(f["times"], times)
     if lay.kind == "vot": write_vot_trajectory(f["boxes"], result, off)
     else: write_boxes(f["boxes"], result, off)
-    if times is not None: write_times(f["times"], times)
     return f["boxes"]
+
+def write_confidence(path, scores) -> Path:
+    "Write per-frame tracker scores, one per line (`nan` where there is none), atomically."
+    with atomic_write(path) as f:
+        for s in np.asarray(scores, dtype=np.float64).reshape(-1): f.write("nan\n" if not np.isfinite(s) else "%.6f\n" % s)
+    return Path(path)
+
+def load_confidence(tracker_dir, seq:str, layout="ope", n_frames:int|None=None) -> np.ndarray|None:
+    "Per-frame scores of one sequence (NaN where none), or None when it has no confidence file."
+    p = sequence_files(tracker_dir, seq, layout)["confidence"]
+    if not p.is_file(): return None
+    v = np.array([_numbers(p, i, l)[0] for i, l in enumerate(_lines(p, "confidence"), 1)], dtype=np.float64)
+    if n_frames is not None and len(v) != n_frames: raise DSTError(f"{p}: {len(v)} rows for a sequence of {n_frames} frames, expected one score per frame")
+    return v
 
 def _runs(tracker_dir, seq, lay) -> list[Path]:
     first = sequence_files(tracker_dir, seq, lay)["boxes"]
@@ -171,7 +186,7 @@ def zip_results(tracker_dir, zip_path=None, layout="trackingnet", sequences=None
     "Pack a tracker folder's results as the TrackingNet (flat `<seq>.txt`) or GOT-10k (`<seq>/...`) server expects."
     lay, d = results_layout(layout), Path(tracker_dir)
     if lay.kind not in ("trackingnet", "got10k"): raise DSTError(f"zip_results: layout {lay.kind!r} has no submission archive (trackingnet or got10k)")
-    if lay.kind == "trackingnet": files = {p.name: p for p in sorted(d.glob("*.txt")) if not p.name.endswith("_time.txt")}
+    if lay.kind == "trackingnet": files = {p.name: p for p in sorted(d.glob("*.txt")) if not p.name.endswith(("_time.txt", "_confidence.txt"))}
     else: files = {str(p.relative_to(d)): p for p in sorted(d.glob("*/*.txt"))}
     if sequences is not None:
         have = {k.split("/")[0].removesuffix(".txt") for k in files}

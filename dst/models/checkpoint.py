@@ -17,7 +17,8 @@ from .zoo import ARCHS, get_spec
 
 # %% auto #0
 __all__ = ['CLIP_RULES', 'DST_TRACKER', 'CKPT_FORMAT', 'RESERVED', 'WEIGHT_SUFFIXES', 'check_tracker_meta', 'tracker_meta',
-           'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff', 'load_checkpoint', 'load_model']
+           'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff', 'check_finite', 'load_checkpoint',
+           'load_model']
 
 # %% ../../nbs/25_checkpoints.ipynb #9d23e15a
 CLIP_RULES = ("inside", "edge", "none")      # centre within [0, W-1] (dst), within [0, W] (DaSiamRPN, pysot), never (siamfc-pytorch)
@@ -80,12 +81,20 @@ def save_checkpoint(path, model:nn.Module, meta:dict|None=None, **extra) -> Path
     return Path(path)
 
 # %% ../../nbs/25_checkpoints.ipynb #568b4cd8
+def _zip_cut(p:Path) -> bool:
+    "True for a file that starts as a zip archive (today's torch.save) but has no end-of-central-directory record."
+    with open(p, "rb") as f:
+        if f.read(4) != b"PK\x03\x04": return False
+        f.seek(max(0, p.stat().st_size - 65536 - 22)); return b"PK\x05\x06" not in f.read()
+
 def torch_load(path, map_location="cpu", what:str="checkpoint"):
     "`torch.load(path, weights_only=True)`, with one DSTError naming the file and what is wrong with it."
     p = Path(path)
     if not p.exists(): raise DSTError(f"{what} {str(p)!r}: no such file")
     if p.is_dir(): raise DSTError(f"{what} {str(p)!r} is a folder, not a file")
     if p.stat().st_size == 0: raise DSTError(f"{what} {str(p)!r} is empty (0 bytes)")
+    if _zip_cut(p): raise DSTError(f"{what} {str(p)!r} is truncated or corrupt: a zip archive without its end ({p.stat().st_size} bytes); "
+                                   "the copy or download stopped early, copy it again")
     try: return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         g = re.search(r"GLOBAL ([\w\.]+)", str(e))
@@ -139,6 +148,14 @@ def spec_diff(a, b, path:str="arch"):
         return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := spec_diff(x, y, f"{path}[{i}]"))), None)
     return None if a == b else f"{path}: {a!r} != {b!r}"
 
+def check_finite(sd:dict, where="state_dict"):
+    "DSTError naming the first tensor of `sd` with NaN or inf values (weights from a diverged run)."
+    bad = [(k, v) for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        k, v = bad[0]
+        raise DSTError(f"{str(where)!r}: {len(bad)} weight tensor(s) hold NaN or inf (first: {k}, {int((~torch.isfinite(v)).sum())} of "
+                       f"{v.numel()} values); the weights are broken (a diverged training run?), expected finite numbers")
+
 def _is_state_dict(obj) -> bool: return isinstance(obj, dict) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 def load_checkpoint(path, map_location="cpu", arch=None) -> tuple:
@@ -153,12 +170,21 @@ def load_checkpoint(path, map_location="cpu", arch=None) -> tuple:
         what = f"a dict with keys {_few(map(str, obj), 6)}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
         raise DSTError(f"{p!r} is not a dst checkpoint: it holds {what}, not 'arch' and 'state_dict' "
                        "(a public tracker's weights? convert them with `dst convert`)")
+    if isinstance(obj["arch"], str):   # an architecture given by name: a registered one is rebuilt, anything else is refused by name
+        if obj["arch"].partition("@")[0] not in ARCHS:
+            raise DSTError(f"{p!r}: its 'arch' is the string {obj['arch']!r}, expected an architecture spec (a dict, as save_checkpoint "
+                           f"writes) or a registered name ({', '.join(ARCHS)})")
+        obj = dict(obj, arch=get_spec(obj["arch"]))
+    if not isinstance(obj["arch"], dict):
+        raise DSTError(f"{p!r}: its 'arch' is a {type(obj['arch']).__name__}, expected an architecture spec (a dict, as save_checkpoint writes)")
     if want is not None and (d := spec_diff(obj["arch"], want)):
         raise DSTError(f"{p!r} holds a different architecture than {arch if isinstance(arch, str) else 'the one asked for'}: {d}")
     try: model = SiamNet(obj["arch"])
     except DSTError as e: raise DSTError(f"{p!r}: its architecture spec is impossible: {e}") from None
     except (KeyError, TypeError, AttributeError) as e: raise DSTError(f"{p!r}: its architecture spec is malformed ({type(e).__name__}: {e})") from None
-    model.load_state_dict(check_state_dict(model, obj["state_dict"], f"{p!r}'s state_dict"))
+    sd = check_state_dict(model, obj["state_dict"], f"{p!r}'s state_dict")
+    check_finite(sd, p)
+    model.load_state_dict(sd)
     return model.to(map_location).eval(), obj
 
 # %% ../../nbs/25_checkpoints.ipynb #2abf39ef

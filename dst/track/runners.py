@@ -4,114 +4,308 @@
 
 # %% ../../nbs/51_runners.ipynb #36ab58dd
 from __future__ import annotations
-import os, time
-from concurrent.futures import ProcessPoolExecutor
+import hashlib, inspect, json, os, shutil, signal, sys, threading, time, warnings
+import multiprocessing as mp
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core import DSTError, save_json
+from ..core import DSTError, get_device, resolve_precision, save_json
 from ..data.sequences import Sequence
-from ..eval.results import load_sequence, save_sequence, results_layout, zip_results
+from ..data.verify import dataset_name, outside_image, sequence_names
+from ..eval.results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
 from ..eval.vot import run_supervised
+from ..models.checkpoint import WEIGHT_SUFFIXES
 from .trackers import make_tracker, parse_hp
+from ..train.cli import writable_dir
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'track_ope', 'track_vot', 'run_benchmark', 'add_cli']
+__all__ = ['BENCHMARKS', 'BASELINES', 'track_ope', 'track_vot', 'low_confidence', 'model_fingerprint', 'claim_results',
+           'run_benchmark', 'add_cli']
 
 # %% ../../nbs/51_runners.ipynb #5b712ace
-def track_ope(tracker, seq:Sequence):
-    "One-pass run: `(boxes (N,4) xywh 0-based, seconds per frame (N,))`."
+def _check_init(seq:Sequence, i:int, img, box):
+    "DSTError unless `box` overlaps frame `i`'s image."
+    h, w = img.shape[:2]
+    if outside_image(box, (w, h))[0] or not np.isfinite(box).all() or max(abs(np.asarray(box, dtype=np.float64))) > 1e6:
+        anno = seq.meta.get("anno")
+        raise DSTError(f"sequence {seq.name!r}, frame {i + 1}: box x,y,w,h {np.round(np.asarray(box, dtype=np.float64), 2).tolist()} "
+                       f"lies outside the {w}x{h} image{f' ({anno})' if anno else ''}; expected the target inside the frame")
+
+def track_ope(tracker, seq:Sequence, on_frame=None, scores:bool=False):
+    "One-pass run: `(boxes (N,4) xywh 0-based, seconds per frame (N,))`, plus per-frame scores when `scores`."
     if len(seq) == 0: raise DSTError(f"sequence {seq.name!r} has no frames")
-    boxes, times = np.zeros((len(seq), 4)), np.zeros(len(seq))
+    boxes, times, conf = np.zeros((len(seq), 4)), np.zeros(len(seq)), np.full(len(seq), np.nan)
     for i in range(len(seq)):
         img = seq.image(i)
         t = time.perf_counter()
         if i == 0:
+            _check_init(seq, 0, img, seq.boxes[0])
             try: tracker.init(img, seq.boxes[0])
             except DSTError as e: raise DSTError(f"sequence {seq.name!r}, frame 1: {e}") from None
             boxes[0] = seq.boxes[0]
-        else: boxes[i] = tracker.update(img)[0]
+        else: boxes[i], conf[i] = tracker.update(img)
         times[i] = time.perf_counter() - t
-    return boxes, times
+        if on_frame: on_frame()
+    return (boxes, times, conf) if scores else (boxes, times)
 
 # %% ../../nbs/51_runners.ipynb #1bb011a8
-def track_vot(tracker, seq:Sequence, skip:int=5):
-    "Supervised (reset) run: `(trajectory, seconds per frame)`."
-    times = np.zeros(len(seq))
+def track_vot(tracker, seq:Sequence, skip:int=5, on_frame=None, scores:bool=False):
+    "Supervised (reset) run: `(trajectory, seconds per frame)`, plus per-frame scores when `scores`."
+    times, conf = np.zeros(len(seq)), np.full(len(seq), np.nan)
     def _init(i, box):
-        t = time.perf_counter(); tracker.init(seq.image(i), box); times[i] = time.perf_counter() - t
+        img = seq.image(i)
+        if i == 0: _check_init(seq, i, img, box)              # the annotation's first box; re-inits follow the protocol
+        t = time.perf_counter(); tracker.init(img, box); times[i] = time.perf_counter() - t
+        if on_frame: on_frame()
     def _update(i):
-        t = time.perf_counter(); b = tracker.update(seq.image(i))[0]; times[i] = time.perf_counter() - t
+        t = time.perf_counter(); b, conf[i] = tracker.update(seq.image(i)); times[i] = time.perf_counter() - t
+        if on_frame: on_frame()
         return b
     regions = seq.meta.get("polygons", seq.boxes)
-    return run_supervised(len(seq), _init, _update, regions, init_boxes=seq.boxes, skip=skip), times
+    traj = run_supervised(len(seq), _init, _update, regions, init_boxes=seq.boxes, skip=skip)
+    return (traj, times, conf) if scores else (traj, times)
+
+# %% ../../nbs/51_runners.ipynb #9707d44c
+def low_confidence(scores, ratio:float=0.5, ref:int=10) -> np.ndarray:
+    "Frames whose score is below `ratio` x the median of the first `ref` scored frames (the tracker's own start)."
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(s))
+    if not len(ok): return np.zeros(len(s), bool)
+    base = float(np.median(s[ok[:ref]]))
+    if base <= 0: return np.zeros(len(s), bool)       # a tracker without a positive score says nothing here
+    with np.errstate(invalid="ignore"): return np.isfinite(s) & (s < ratio * base)
+
+# %% ../../nbs/51_runners.ipynb #8b4315f0
+def model_fingerprint(model, hp:dict|None=None, precision:str|None=None) -> str:
+    "16 hex digits that change with the model's weights (file bytes, name, or tensors), its settings and precision."
+    h = hashlib.sha256()
+    if isinstance(model, torch.nn.Module):
+        for k, v in model.state_dict().items(): h.update(k.encode()); h.update(v.detach().float().cpu().numpy().tobytes())
+    elif Path(str(model)).is_file():
+        with open(model, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    else: h.update(str(model).strip().lower().encode())
+    h.update(json.dumps(hp or {}, sort_keys=True, default=str).encode()); h.update(str(precision or "").encode())
+    return h.hexdigest()[:16]
+
+def _describe(model) -> str:
+    return f"a {type(model).__name__} in memory" if isinstance(model, torch.nn.Module) else str(model)
+
+def claim_results(tdir:Path, record:dict, overwrite:bool=False, existing:bool=False) -> bool:
+    "Write `tdir/tracker.json` for this model; DSTError if the folder holds another model's results (unless `overwrite`: delete them)."
+    f = Path(tdir)/"tracker.json"
+    old = None
+    if f.is_file():
+        try: old = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError): old = {}
+    mismatch = old is not None and old.get("fingerprint") != record["fingerprint"]
+    if mismatch and not overwrite:
+        raise DSTError(f"{tdir} holds results of another model ({old.get('model', '?')}, fingerprint {old.get('fingerprint', '?')}); "
+                       f"this run is {record['model']} (fingerprint {record['fingerprint']}): give it another --name or --out, "
+                       "or pass --overwrite to delete the old results")
+    if overwrite and (mismatch or existing or old is not None) and Path(tdir).is_dir(): shutil.rmtree(tdir)
+    elif old is None and existing:
+        warnings.warn(f"{tdir} holds results written without a model record (an older dst); they are kept as done. "
+                      "Pass --overwrite to track them again with this model")
+    save_json(record, f)
+    return mismatch
 
 # %% ../../nbs/51_runners.ipynb #795e2e6e
-BENCHMARKS = {  # dst track --dataset NAME -> (dataset name for load_dataset, benchmark folder, protocol)
-    "synth": ("synth", "synth", "ope"), "otb": ("otb100", "OTB100", "ope"), "dtb70": ("dtb70", "DTB70", "ope"),
-    "vot2019": ("vot2019", "VOT2019", "vot"), "lasot": ("lasot", "LaSOT", "ope"),
-    "trackingnet": ("trackingnet", "TrackingNet", "ope"), "got10k": ("got10k", "GOT-10k", "ope"),
+BENCHMARKS = {  # dataset (canonical name, aliases via dst.data.verify.dataset_name) -> (benchmark folder, protocol)
+    "synth": ("synth", "ope"), "otb100": ("OTB100", "ope"), "dtb70": ("DTB70", "ope"), "vot2019": ("VOT2019", "vot"),
+    "lasot": ("LaSOT", "ope"), "trackingnet": ("TrackingNet", "ope"), "got10k": ("GOT-10k", "ope"),
 }
+BASELINES = ("static", "mil", "kcf", "csrt")
 
 def _done(tdir, seq:Sequence, layout) -> bool:
     try: load_sequence(tdir, seq.name, layout, n_frames=len(seq), allow_nan=True); return True
     except (DSTError, OSError): return False
 
-def _run_one(args):
-    model, hp, device, name, seq, protocol, tdir, layout = args
-    tracker = make_tracker(model, hp, device, name)
-    res, times = (track_vot if protocol == "vot" else track_ope)(tracker, seq)
-    save_sequence(tdir, seq.name, res, times, layout, offset=seq.meta.get("index_base"))  # the dataset's own convention
-    return seq.name, len(seq), float(times[1:].sum())
+def _tracker(model, hp, device, name, precision):
+    "`make_tracker`, passing `precision` only when it is given (older trackers have no such keyword)."
+    if isinstance(model, (str, Path)):                      # a path that names no checkpoint is not an architecture name
+        s = str(model)
+        if Path(s).is_dir(): raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an architecture name or a baseline")
+        if not Path(s).is_file() and ("/" in s or os.sep in s or s.lower().endswith(WEIGHT_SUFFIXES)):
+            raise DSTError(f"--model {s!r}: no such checkpoint file")
+    if precision is None: return make_tracker(model, hp, device, name)
+    if "precision" in inspect.signature(make_tracker).parameters: return make_tracker(model, hp, device, name, precision=precision)
+    if resolve_precision(precision, device) == "fp32": return make_tracker(model, hp, device, name)
+    raise DSTError(f"--precision {precision}: this build's trackers run in fp32 only")
 
-def _worker_init(): torch.set_num_threads(1)
+def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
+    res, times, conf = (track_vot if protocol == "vot" else track_ope)(tracker, seq, on_frame=on_frame, scores=True)
+    save_sequence(tdir, seq.name, res, times, layout, offset=seq.meta.get("index_base"), confidence=conf)  # the dataset's own convention
+    low, scored = low_confidence(conf), bool(np.isfinite(conf).any() and np.nanmax(conf) > 0)
+    return seq.name, len(seq), float(times[1:].sum()), int(low.sum()), (int(np.flatnonzero(low)[0]) + 1 if low.any() else None), scored
 
+# %% ../../nbs/51_runners.ipynb #75ea3201
+_W = {}   # a worker process's tracker and frame counter
+
+def _gone(pid:int) -> bool:
+    try: os.kill(pid, 0); return False
+    except ProcessLookupError: return True
+    except PermissionError: return False
+
+def _die_with_parent(owner:int):
+    "End this process when its parent or process `owner` (the run's) ends: Linux's PR_SET_PDEATHSIG, and a watchdog thread."
+    ppid = os.getppid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG: SIGTERM when the parent exits
+    except (OSError, AttributeError): pass
+    def _watch():
+        while True:
+            if os.getppid() != ppid or _gone(owner): os._exit(1)
+            time.sleep(1.0)
+    threading.Thread(target=_watch, daemon=True).start()
+
+def _context():
+    "Workers forked from a server that has imported dst once (fast after the first pool, no fork of a threaded parent); else spawn."
+    if "forkserver" not in mp.get_all_start_methods(): return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver"); ctx.set_forkserver_preload(["dst.track.runners"])
+    return ctx
+
+def _worker_init(model, hp, device, name, precision, threads, counter, owner):
+    _die_with_parent(owner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C is the parent's to handle
+    warnings.filterwarnings("ignore", message=".*randomly initialised")   # the parent has said it once
+    torch.set_num_threads(threads)
+    _W.update(tracker=_tracker(model, hp, device, name, precision), counter=counter)
+
+def _count():
+    with _W["counter"].get_lock(): _W["counter"].value += 1
+
+def _worker_run(seq, protocol, tdir, layout): return _run_one(_W["tracker"], seq, protocol, tdir, layout, _count)
+
+def _cores() -> int:
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+# %% ../../nbs/51_runners.ipynb #a18ac292
+def _check_out(tdir:Path, todo:list, layout):
+    "DSTError before any tracking when the results of `todo` cannot be written under `tdir`."
+    writable_dir(tdir, "--out (results folder)")
+    for s in todo:
+        for p in sequence_files(tdir, s.name, layout).values():
+            if p.is_dir(): raise DSTError(f"{p} is a folder where the results file of {s.name!r} goes; move or delete it")
+
+def _hp_check(model, hp):
+    if hp and isinstance(model, str) and model.lower() in BASELINES:
+        raise DSTError(f"--hp {' '.join(f'{k}={v}' for k, v in hp.items())}: the {model} baseline has no settings; "
+                       "--hp applies to Siamese trackers (a checkpoint or an architecture name)")
+
+# %% ../../nbs/51_runners.ipynb #b79c933e
 def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:str="ope", name:str|None=None,
-                  hp:dict|None=None, device="cpu", workers:int=1, resume:bool=True, progress:bool=True) -> dict:
+                  hp:dict|None=None, device="cpu", workers:int=1, resume:bool=True, progress:bool=True,
+                  precision:str|None=None, overwrite:bool=False) -> dict:
     "Track every sequence (skipping finished ones when `resume`); returns a summary dict."
     if protocol not in ("ope", "vot"): raise DSTError(f"protocol {protocol!r}: expected 'ope' or 'vot'")
+    if workers < 1: raise DSTError(f"--workers {workers}: expected 1 or more processes")
+    _hp_check(model, hp)
+    dev = get_device(device) if isinstance(device, str) else device          # clear errors for a bad device or precision, before any work
+    effective = resolve_precision(precision or "auto", dev)
+    if isinstance(model, torch.nn.Module): name = name or (getattr(model, "spec", None) or {}).get("name", type(model).__name__)
     name = name or (Path(model).stem if isinstance(model, (str, Path)) and Path(str(model)).is_file() else str(model))
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise DSTError(f"--name {name!r}: expected a plain folder name for the results (no '/', not '.' or '..')")
     tdir, layout = Path(out)/benchmark/name, results_layout("vot" if protocol == "vot" else benchmark)
-    todo = [s for s in sequences if not (resume and _done(tdir, s, layout))]
-    jobs = [(model, hp, device, name, s, protocol, tdir, layout) for s in todo]
-    frames, secs, bar = 0, 0.0, tqdm(total=len(sequences), initial=len(sequences) - len(todo), desc=f"{name} on {benchmark}", unit="seq", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, initializer=_worker_init) as ex: results = ex.map(_run_one, jobs)
-    else: results = map(_run_one, jobs)
-    for seq_name, n, s in results:
-        frames, secs = frames + n - 1, secs + s
-        bar.update(1); bar.set_postfix(fps=f"{frames / max(secs, 1e-9):.1f}", last=seq_name)
-    bar.close()
+    tracker = _tracker(model, hp, device, name, precision)                     # a broken model fails here, before any output
+    record = dict(model=_describe(model), fingerprint=model_fingerprint(model, hp, effective), hp=hp or {}, precision=effective,
+                  benchmark=benchmark, protocol=protocol)
+    _check_out(tdir, sequences, layout)
+    done = {s.name for s in sequences if _done(tdir, s, layout)}
+    claim_results(tdir, record, overwrite, existing=bool(done))
+    todo = [s for s in sequences if not (resume and not overwrite and s.name in done)]
+    skipped = len(sequences) - len(todo)
+    frames, secs, low, finished, scored = 0, 0.0, {}, [], 0
+    bar = tqdm(total=sum(len(s) for s in sequences), initial=sum(len(s) for s in sequences) - sum(len(s) for s in todo),
+               desc=f"{name} on {benchmark}", unit="frame", disable=not progress, smoothing=0.1)
+    def _record(r):
+        nonlocal frames, secs, scored
+        seq_name, n, s, nlow, first, has_score = r
+        frames, secs, scored = frames + n - 1, secs + s, scored + has_score
+        finished.append(seq_name)
+        if nlow: low[seq_name] = dict(frames=nlow, of=n, first=first)
+        bar.set_postfix(seq=f"{skipped + len(finished)}/{len(sequences)}", fps=f"{frames / max(secs, 1e-9):.1f}", last=seq_name)
+    try:
+        if workers > 1 and len(todo) > 1:
+            net = getattr(tracker, "net", None)       # random weights (an architecture name): every worker gets these same ones
+            shared = net.cpu() if net is not None and not (isinstance(model, (str, Path)) and Path(str(model)).is_file()) else model
+            _parallel(todo, shared, hp, device, name, precision, protocol, tdir, layout, workers, bar, _record)
+        else:
+            for s in todo: _record(_run_one(tracker, s, protocol, tdir, layout, lambda: bar.update(1)))
+    except OSError as e:
+        raise DSTError(f"cannot write results under {tdir}: {e.strerror or e} ({e.filename or ''}); the {len(finished)} sequence(s) "
+                       "finished before are kept: free the space or fix the path, then rerun the same command to resume") from None
+    finally: bar.close()
     summary = dict(tracker=name, benchmark=benchmark, protocol=protocol, results=str(tdir), sequences=len(sequences),
-                   tracked=len(todo), skipped=len(sequences) - len(todo), fps=frames / secs if secs else None)
+                   tracked=len(todo), skipped=skipped, fps=frames / secs if secs else None, low_confidence=low, scored=scored,
+                   fingerprint=record["fingerprint"], precision=effective)
     if layout.kind == "trackingnet": summary["zip"] = str(zip_results(tdir, layout="trackingnet"))
     return summary
 
+# %% ../../nbs/51_runners.ipynb #789f4e32
+def _parallel(todo, model, hp, device, name, precision, protocol, tdir, layout, workers, bar, record):
+    "Track `todo` over `workers` processes; `record(result)` as each sequence finishes, the bar moved per frame."
+    workers = min(workers, len(todo))
+    ctx = _context()
+    counter = ctx.Value("q", 0)
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(model, hp, device, name, precision, max(1, _cores() // workers), counter, os.getpid()))
+    seen = 0
+    try:
+        pending = {ex.submit(_worker_run, s, protocol, tdir, layout) for s in todo}
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            n = counter.value; bar.update(n - seen); seen = n
+            for f in done: record(f.result())
+    except BrokenProcessPool:
+        raise DSTError("a tracking worker process died (killed, or out of memory); the sequences finished before are kept: "
+                       "rerun the same command to resume (fewer --workers if memory ran out)") from None
+    except BaseException:
+        for p in list((getattr(ex, "_processes", None) or {}).values()): p.terminate()   # no worker outlives a failed run
+        raise
+    finally: ex.shutdown(wait=True, cancel_futures=True)
+
 # %% ../../nbs/51_runners.ipynb #e0faadb5
 def _cli_track(a):
-    if a.dataset not in BENCHMARKS: raise DSTError(f"unknown dataset {a.dataset!r}; expected one of {sorted(BENCHMARKS)}")
     from dst.data.datasets import load_dataset
-    dname, bench, protocol = BENCHMARKS[a.dataset]
-    seqs = load_dataset(dname, a.root, split=a.split, sequences=a.sequences or None)
-    if not seqs: raise DSTError(f"no sequences of {a.dataset} found under {a.root}")
-    s = run_benchmark(a.model, seqs, a.out, bench, protocol, a.name, parse_hp(a.hp), a.device, a.workers)
+    dname = dataset_name(a.dataset, BENCHMARKS)
+    bench, protocol = BENCHMARKS[dname]
+    hp = parse_hp(a.hp)
+    _hp_check(a.model, hp)
+    seqs = load_dataset(dname, a.root, split=a.split, sequences=sequence_names(a.sequences))
+    if not seqs: raise DSTError(f"no sequences of {dname} found under {a.root}")
+    s = run_benchmark(a.model, seqs, a.out, bench, protocol, a.name, hp, a.device, a.workers, progress=not a.quiet,
+                      precision=a.precision, overwrite=a.overwrite)
     print(f"{s['tracker']} on {bench}: {s['tracked']} sequences tracked, {s['skipped']} already done"
           + (f", {s['fps']:.1f} fps" if s["fps"] else "") + f"; results in {s['results']}")
+    if s["low_confidence"]:
+        print(f"low confidence (target probably lost) in {len(s['low_confidence'])} sequence(s): "
+              + "; ".join(f"{k} {v['frames']} of {v['of']} frames from frame {v['first']}" for k, v in s["low_confidence"].items()))
+    elif s["scored"]: print(f"confidence: no sequence with frames of low confidence ({s['scored']} scored)")
+    elif s["tracked"]: print(f"confidence: {s['tracker']} reports no score, so a lost target cannot be detected")
 
 def add_cli(sub):
     "Add `dst track`."
     p = sub.add_parser("track", help="run a tracker over a benchmark (OPE, or VOT's reset protocol)")
     p.add_argument("--model", required=True, help="checkpoint path, architecture name, or baseline (static, mil, kcf, csrt)")
-    p.add_argument("--dataset", required=True, help=f"one of {', '.join(BENCHMARKS)}")
+    p.add_argument("--dataset", required=True, help=f"one of {', '.join(BENCHMARKS)} (or otb, vot, GOT-10k)")
     p.add_argument("--root", required=True, help="dataset root (for synth: the folder `dst data synth` wrote)")
     p.add_argument("--out", default="results", help="results root (default: results)")
-    p.add_argument("--sequences", nargs="*", help="only these sequences")
+    p.add_argument("--sequences", nargs="+", help="only these sequences (space- or comma-separated)")
     p.add_argument("--split", default=None, help="dataset split, where the dataset has several")
-    p.add_argument("--workers", type=int, default=1, help="processes, one tracker each")
+    p.add_argument("--workers", type=int, default=1, help="processes, one tracker each (threads: cores / workers)")
     p.add_argument("--hp", nargs="*", default=[], metavar="NAME=VALUE", help="tracker hyper-parameter overrides")
     p.add_argument("--name", default=None, help="tracker name in the results folder (default: from the model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"), help="inference precision (default: the tracker's)")
+    p.add_argument("--overwrite", action="store_true", help="delete this tracker's results in --out and track every sequence again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_track)

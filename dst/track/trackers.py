@@ -20,7 +20,7 @@ from ..models.refs import resolve_model
 from ..models.siamese import inference_copy
 
 # %% auto #0
-__all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'TRACKERS', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker',
+__all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'TRACKERS', 'parse_hp', 'check_hp', 'merge_hp', 'Tracker', 'StaticTracker',
            'OpenCVTracker', 'opencv_trackers', 'to_tensor', 'hann2d', 'SiamFCTracker', 'make_anchors', 'SiamRPNTracker',
            'tracker_for', 'make_tracker']
 
@@ -39,11 +39,39 @@ def parse_hp(items) -> dict:
         else: out[k.strip()] = v
     return out
 
+def _kind(v) -> str:
+    if isinstance(v, bool): return "true or false"
+    if isinstance(v, int): return "an integer"
+    if isinstance(v, float): return "a number"
+    if isinstance(v, (tuple, list)): return "a list of numbers (comma-separated)"
+    return "text"
+
+def check_hp(name:str, value, default, who:str):
+    "`value` cast to the type of `default` (int, float, bool, tuple of numbers, str); DSTError naming the setting otherwise."
+    v = value
+    if isinstance(default, (tuple, list)) and isinstance(v, str):
+        try: v = tuple(float(t) for t in v.replace(",", " ").split())
+        except ValueError: pass
+    if isinstance(default, (tuple, list)) and isinstance(v, (int, float)) and not isinstance(v, bool): v = (v,)
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    ok = (isinstance(v, bool) if isinstance(default, bool) else
+          num(v) and float(v).is_integer() if isinstance(default, int) else
+          num(v) if isinstance(default, float) else
+          isinstance(v, (tuple, list)) and len(v) > 0 and all(num(x) for x in v) if isinstance(default, (tuple, list)) else True)
+    if not ok:
+        raise DSTError(f"{who}: --hp {name}={value!r} is {'not finite' if isinstance(v, float) and not math.isfinite(v) else _kind(value)}, "
+                       f"expected {_kind(default)} like its default {name}={default!r}")
+    if isinstance(default, bool): return v
+    if isinstance(default, int): return int(v)
+    if isinstance(default, float): return float(v)
+    if isinstance(default, (tuple, list)): return type(default)(v)
+    return v
+
 def merge_hp(defaults:dict, overrides:dict|None, who:str) -> dict:
-    "Defaults updated by overrides; DSTError for an unknown name."
+    "Defaults updated by overrides; DSTError for an unknown name or a value of the wrong type."
     unknown = set(overrides or {}) - set(defaults)
     if unknown: raise DSTError(f"{who}: unknown hyper-parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
-    return {**defaults, **(overrides or {})}
+    return {**defaults, **{k: check_hp(k, v, defaults[k], who) for k, v in (overrides or {}).items()}}
 
 # %% ../../nbs/50_trackers.ipynb #2d8515d7
 class Tracker:
