@@ -15,7 +15,7 @@ from ..models.siamese import count_params, size_mb
 from ..track.trackers import make_tracker, tracker_for
 
 # %% auto #0
-__all__ = ['frame_flops', 'matmul_peak', 'bench_one', 'bench', 'add_cli']
+__all__ = ['frame_flops', 'matmul_peak', 'bench_one', 'bench', 'ope_boxes', 'precision_agreement', 'ope_auc', 'add_cli']
 
 # %% ../../nbs/65_bench.ipynb #8069d926
 def frame_flops(net, batch:int=1) -> int:
@@ -105,6 +105,31 @@ def bench(models:list, device="cpu", frames:int=30, warmup:int=5, image=None, bo
                  peak_gflop_s=round(peaks[r["precision"]], 1), of_peak=round(r["gflop_s"] / peaks[r["precision"]], 3))
     for r in rows: r["fps"], r["net_fps"] = round(r["fps"], 1), round(r["net_fps"], 1)
     return rows
+
+# %% ../../nbs/65_bench.ipynb #254c9447
+def ope_boxes(model, sequences, precision:str="fp32", device="cpu") -> dict:
+    "`{sequence name: (N,4) boxes}` of one-pass tracking of every sequence by `model` in `precision`."
+    from dst.track.runners import track_ope
+    out = {}
+    for s in sequences:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore"); tr = make_tracker(model, device=device, precision=precision)
+        out[s.name] = track_ope(tr, s)[0]
+    return out
+
+def precision_agreement(model, sequences, a:str="fp32", b:str="bf16", device="cpu") -> list:
+    "Per sequence: mean IoU between the boxes of `model` tracked in precisions `a` and `b`, and their largest centre distance (px)."
+    from dst.core import iou_xywh, xywh_to_cxcywh
+    A, B = ope_boxes(model, sequences, a, device), ope_boxes(model, sequences, b, device)
+    return [dict(sequence=n, frames=len(A[n]), mean_iou=round(float(iou_xywh(A[n], B[n]).mean()), 4),
+                 max_center_px=round(float(np.linalg.norm(xywh_to_cxcywh(A[n])[:, :2] - xywh_to_cxcywh(B[n])[:, :2], axis=1).max()), 2))
+            for n in A]
+
+def ope_auc(model, sequences, precision:str="fp32", device="cpu") -> float:
+    "Success AUC (OTB protocol) of one-pass tracking of `sequences` by `model`."
+    from dst.eval.metrics import benchmark_metrics
+    preds = ope_boxes(model, sequences, precision, device)
+    return float(benchmark_metrics(preds, {s.name: s.boxes for s in sequences}, "otb")["metrics"]["auc"])
 
 # %% ../../nbs/65_bench.ipynb #0df10c15
 def _cli_bench(a):
