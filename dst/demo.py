@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .models.zoo import model_table
+from .models.refs import shipped_teacher
 from .pipeline import run_pipeline, report_summary, default_out, parse_params, SCALES, FAMILY_MODELS
 
 # %% auto #0
@@ -30,7 +31,11 @@ def run_demo(out=None, scale:str="smoke", family:str="siamfc", seed:int=0, param
     print(f"== dst demo: the whole method at {scale} scale ({family}) into {run_dir} ==\n")
     print("Networks (size = MB of the float32 state_dict; paper = Table 5):")
     print("\n".join(size_lines()) + "\n", flush=True)
-    run_pipeline("all", scale, family, run_dir, params or {}, seed=seed, progress=progress)
+    params = dict(params or {})
+    if "teacher_checkpoint" not in params and (t := shipped_teacher(family)) is not None:
+        params["teacher_checkpoint"] = t[1]                  # distil from the trained teacher that ships with dst
+        print(f"Teacher: the shipped {t[0]} ({t[1]}), not a {scale}-scale one\n", flush=True)
+    run_pipeline("all", scale, family, run_dir, params, seed=seed, progress=progress)
     print("\n" + report_summary(run_dir))
     print(f"\ndst demo finished in {time.time() - t0:.0f} s")
     return 0

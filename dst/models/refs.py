@@ -16,7 +16,7 @@ from .zoo import ARCHS, get_spec
 from .checkpoint import load_checkpoint, WEIGHT_SUFFIXES
 
 # %% auto #0
-__all__ = ['weights_dir', 'shipped_models', 'resolve_model', 'trained_table', 'add_cli']
+__all__ = ['weights_dir', 'shipped_models', 'shipped_teacher', 'resolve_model', 'trained_table', 'add_cli']
 
 # %% ../../nbs/25a_refs.ipynb #6b0a394d
 def weights_dir() -> Path:
@@ -31,6 +31,11 @@ def shipped_models(root=None) -> dict:
     try: entries = json.loads(idx.read_text())
     except json.JSONDecodeError as e: raise DSTError(f"{idx}: not valid JSON ({e})") from None
     return {k: {**v, "path": str(root/v["file"])} for k, v in entries.items() if (root/v.get("file", "")).is_file()}
+
+# %% ../../nbs/25a_refs.ipynb #f0642786
+def shipped_teacher(family:str, root=None) -> tuple|None:
+    "`(name, path)` of the shipped teacher of `family` (index entry with role 'teacher'), or None."
+    return next(((k, e["path"]) for k, e in shipped_models(root).items() if e.get("role") == "teacher" and e.get("family") == family), None)
 
 # %% ../../nbs/25a_refs.ipynb #26e0c58f
 def _looks_like_path(s:str) -> bool: return os.sep in s or "/" in s or s.lower().endswith((*WEIGHT_SUFFIXES, ".json"))
