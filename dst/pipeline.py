@@ -11,10 +11,10 @@ from .core import DSTError, provenance, repo_root, save_json, get_device, resolv
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'STAGES', 'STAGE_DIRS', 'STAGE_NOTEBOOKS',
-           'PAPER_ITEMS', 'COMMON', 'check_scale', 'arch_name', 'family_models', 'budget', 'stage_dir', 'rel',
-           'fingerprint', 'upstream', 'read_stage', 'begin_stage', 'finish_stage', 'ensure_synth', 'student_plan',
-           'final_loss', 'run_models', 'parse_params', 'notebook_path', 'declared', 'stage_state', 'run_stage',
-           'run_report', 'default_out', 'run_pipeline', 'report_summary', 'add_cli']
+           'PAPER_ITEMS', 'COMMON', 'PUBLISH_SKIP', 'check_scale', 'arch_name', 'family_models', 'budget', 'stage_dir',
+           'rel', 'fingerprint', 'upstream', 'read_stage', 'begin_stage', 'finish_stage', 'ensure_synth',
+           'student_plan', 'final_loss', 'run_models', 'parse_params', 'notebook_path', 'declared', 'stage_state',
+           'run_stage', 'run_report', 'default_out', 'run_pipeline', 'publish', 'report_summary', 'add_cli']
 
 # %% ../nbs/75_pipeline.ipynb #c64c1580
 SCALES = {
@@ -375,6 +375,21 @@ def run_pipeline(stage:str="all", scale:str="smoke", family:str="siamfc", out=No
         if progress: print(f"dst run: {s} {what} in {time.time() - t:.0f} s ({stage_dir(run_dir, s)})", flush=True)
     return info
 
+# %% ../nbs/75_pipeline.ipynb #f437895d
+PUBLISH_SKIP = ("*.pt", "*.pth", "*.onnx", "data/*", "report/html/*", "*/state.pt", "*/.*")   # rebuilt or large: not published
+
+def publish(run_dir, dest) -> dict:
+    "Copy a finished run's receipts, notebooks, tables, figures and raw results (no checkpoints or data) into `dest`."
+    import fnmatch
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not (stage_dir(run_dir, "report")/"metrics.json").is_file():
+        raise DSTError(f"{run_dir} has no finished report: run `dst run all --out {run_dir}` first, then publish it")
+    files = [f for f in sorted(run_dir.rglob("*")) if f.is_file() and not any(fnmatch.fnmatch(f.relative_to(run_dir).as_posix(), g) for g in PUBLISH_SKIP)]
+    if dest.exists(): shutil.rmtree(dest)
+    for f in files:
+        (dest/f.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, dest/f.relative_to(run_dir))
+    return dict(files=len(files), mb=round(sum(f.stat().st_size for f in files) / 1e6, 2), dest=str(dest))
+
 # %% ../nbs/75_pipeline.ipynb #23dee676
 def report_summary(run_dir) -> str:
     "Where the report is, and the headline table (when the report module and the benchmark are there)."
@@ -389,6 +404,9 @@ def report_summary(run_dir) -> str:
     return "\n".join(lines)
 
 def _cli_run(a) -> int:
+    if a.stage == "publish":
+        if not a.out or not a.to: raise DSTError("dst run publish needs --out RUN (a finished run) and --to DEST (e.g. reference_results/cpu-siamfc)")
+        r = publish(a.out, a.to); print(f"published {r['files']} files ({r['mb']} MB) of {a.out} into {r['dest']}"); return 0
     info = run_pipeline(a.stage, a.scale, a.family, a.out, parse_params(a.param), a.force or (), progress=not a.quiet,
                         seed=a.seed, device=a.device, precision=a.precision)
     run_dir = Path(a.out or default_out(a.scale, a.family))
@@ -402,7 +420,8 @@ def add_cli(sub):
     p = sub.add_parser("run", help="run the pipeline's papermill stages (teacher, select, students, benchmark, report) in a run folder",
                        description="Execute the stage notebooks of nbs/experiments (and the paper notebooks for `report`) with papermill, "
                                    "skipping complete stages and resuming broken ones.")
-    p.add_argument("stage", choices=[*STAGES, "all"], help="a stage, or all of them in order")
+    p.add_argument("stage", choices=[*STAGES, "all", "publish"], help="a stage, all of them in order, or publish (copy a finished run to --to)")
+    p.add_argument("--to", default=None, help="publish: the reference-results folder to write (e.g. reference_results/cpu-siamfc)")
     p.add_argument("--scale", default="smoke", choices=list(SCALES), help="budgets: tiny (tests), smoke (CPU demo), medium (one GPU), full (paper)")
     p.add_argument("--family", default="siamfc", choices=list(FAMILY_MODELS), help="tracker family (default siamfc)")
     p.add_argument("--out", default=None, help="run folder (default runs/SCALE-FAMILY)")

@@ -160,3 +160,18 @@ def test_cli_run_and_demo_print_the_headline(tiny_run):
     assert "synthetic" in r.stdout.lower()
     r = subprocess.run(DST + ["run", "teacher", "--scale", "tiny", "--out", str(out), "-p", "teacher_epochs"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "expected KEY=VALUE" in r.stderr
+
+
+def test_publish_keeps_receipts_and_figures_not_checkpoints(tiny_run, tmp_path):
+    """`dst run publish`: a finished run's receipts, report tables and figures, without checkpoints or data."""
+    out, _ = tiny_run
+    dest = tmp_path/"reference"/"tiny-siamfc"
+    r = subprocess.run([*DST, "run", "publish", "--out", str(out), "--to", str(dest)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    got = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert "run.json" in got and "report/metrics.json" in got and "4_benchmark/metrics.json" in got
+    assert any(g.startswith("report/") and g.endswith(".md") for g in got) and any(g.endswith(".png") for g in got)
+    assert not [g for g in got if g.endswith(".pt") or g.startswith("data/") or g.startswith("report/html/")]
+    assert f"published {len(got)} files" in r.stdout
+    r = subprocess.run([*DST, "run", "publish", "--out", str(tmp_path/"nothing"), "--to", str(dest)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "has no finished report" in r.stderr and dest.is_dir()    # a refused publish keeps the old copy
