@@ -135,7 +135,7 @@ def _tracker(model, hp, device, name, precision):
             raise DSTError(f"--model {s!r}: no such checkpoint file")
     if precision is None: return make_tracker(model, hp, device, name)
     if "precision" in inspect.signature(make_tracker).parameters: return make_tracker(model, hp, device, name, precision=precision)
-    if resolve_precision(precision, device) == "fp32": return make_tracker(model, hp, device, name)
+    if resolve_precision(precision, get_device(device) if isinstance(device, str) else device) == "fp32": return make_tracker(model, hp, device, name)
     raise DSTError(f"--precision {precision}: this build's trackers run in fp32 only")
 
 def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
