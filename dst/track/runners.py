@@ -126,16 +126,20 @@ def _done(tdir, seq:Sequence, layout) -> bool:
     try: load_sequence(tdir, seq.name, layout, n_frames=len(seq), allow_nan=True); return True
     except (DSTError, OSError): return False
 
-def _tracker(model, hp, device, name, precision):
-    "`make_tracker`, passing `precision` only when it is given (older trackers have no such keyword)."
-    if isinstance(model, (str, Path)):                      # a path that names no checkpoint is not an architecture name
+def _check_model(model):
+    "A path that names no checkpoint file is reported as such, not as an unknown architecture."
+    if isinstance(model, (str, Path)):
         s = str(model)
         if Path(s).is_dir(): raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an architecture name or a baseline")
         if not Path(s).is_file() and ("/" in s or os.sep in s or s.lower().endswith(WEIGHT_SUFFIXES)):
             raise DSTError(f"--model {s!r}: no such checkpoint file")
+
+def _tracker(model, hp, device, name, precision):
+    "`make_tracker`, passing `precision` only when it is given (older trackers have no such keyword)."
+    _check_model(model)
     if precision is None: return make_tracker(model, hp, device, name)
     if "precision" in inspect.signature(make_tracker).parameters: return make_tracker(model, hp, device, name, precision=precision)
-    if resolve_precision(precision, device) == "fp32": return make_tracker(model, hp, device, name)
+    if resolve_precision(precision, get_device(device) if isinstance(device, str) else device) == "fp32": return make_tracker(model, hp, device, name)
     raise DSTError(f"--precision {precision}: this build's trackers run in fp32 only")
 
 def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
@@ -207,7 +211,7 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
     "Track every sequence (skipping finished ones when `resume`); returns a summary dict."
     if protocol not in ("ope", "vot"): raise DSTError(f"protocol {protocol!r}: expected 'ope' or 'vot'")
     if workers < 1: raise DSTError(f"--workers {workers}: expected 1 or more processes")
-    _hp_check(model, hp)
+    _hp_check(model, hp); _check_model(model)
     dev = get_device(device) if isinstance(device, str) else device          # clear errors for a bad device or precision, before any work
     effective = resolve_precision(precision or "auto", dev)
     if isinstance(model, torch.nn.Module): name = name or (getattr(model, "spec", None) or {}).get("name", type(model).__name__)
