@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_runners.ipynb #36ab58dd
 from __future__ import annotations
-import hashlib, inspect, json, os, shutil, signal, sys, threading, time, warnings
+import hashlib, json, os, shutil, signal, sys, threading, time, warnings
 import multiprocessing as mp
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -135,12 +135,9 @@ def _check_model(model):
             raise DSTError(f"--model {s!r}: no such checkpoint file")
 
 def _tracker(model, hp, device, name, precision):
-    "`make_tracker`, passing `precision` only when it is given (older trackers have no such keyword)."
+    "`make_tracker` for a checked model reference (`precision` None: the machine's choice, `auto`)."
     _check_model(model)
-    if precision is None: return make_tracker(model, hp, device, name)
-    if "precision" in inspect.signature(make_tracker).parameters: return make_tracker(model, hp, device, name, precision=precision)
-    if resolve_precision(precision, get_device(device) if isinstance(device, str) else device) == "fp32": return make_tracker(model, hp, device, name)
-    raise DSTError(f"--precision {precision}: this build's trackers run in fp32 only")
+    return make_tracker(model, hp, device, name, precision=precision or "auto")
 
 def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
     res, times, conf = (track_vot if protocol == "vot" else track_ope)(tracker, seq, on_frame=on_frame, scores=True)
