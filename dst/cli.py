@@ -74,7 +74,7 @@ def check_out(args):
     "DSTError before a command runs when its --out folder cannot be written (a file in its place or on its path)."
     out = getattr(args, "out", None)
     if out is not None and any(command_path(args) == c or command_path(args).startswith(c + " ") for c in OUT_FOLDERS):
-        from dst.train.cli import writable_dir
+        from dst.core import writable_dir
         writable_dir(out, "--out")
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ import torch
 __all__ = ['PRECISIONS', 'BF16_CPU_FLAGS', 'DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh',
            'iou_xywh', 'seed_everything', 'get_device', 'cpu_flags', 'bf16_feature', 'resolve_precision',
            'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir', 'fixtures_dir', 'atomic_write',
-           'save_json', 'provenance']
+           'save_json', 'writable_dir', 'provenance']
 
 # %% ../nbs/00_core.ipynb #63457ff1
 class DSTError(ValueError):
@@ -145,6 +145,16 @@ def atomic_write(path, mode:str="w", **kw):
 def save_json(obj, path):
     "Write `obj` as indented JSON, atomically."
     with atomic_write(path) as f: json.dump(obj, f, indent=2, default=str); f.write("\n")
+    return Path(path)
+
+# %% ../nbs/00_core.ipynb #ac2c3f63
+def writable_dir(path, flag:str="--out") -> Path:
+    "`path` if it is, or can be made, a writable folder (nothing is created); DSTError naming `flag` otherwise."
+    p = Path(path).absolute()
+    bad = next((q for q in [p, *p.parents] if q.exists() and not q.is_dir()), None)
+    if bad is not None: raise DSTError(f"{flag} {str(path)!r}: {bad} is a file, expected a folder")
+    have = next(q for q in [p, *p.parents] if q.exists())       # the folder that must let us write (or create) below it
+    if not os.access(have, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: {have} is not writable")
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #bdf8a7f4

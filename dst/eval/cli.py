@@ -16,7 +16,7 @@ from ..data.verify import DATASET_ALIASES, dataset_name, sequence_names
 from .metrics import attribute_metrics, benchmark_metrics, get_protocol
 from .results import fps, load_sequence, load_times, results_layout, sequence_files
 from .vot import VOT2019, vot_metrics
-from ..train.cli import writable_dir
+from ..core import writable_dir
 
 # %% auto #0
 __all__ = ['image_size', 'evaluate', 'add_cli']

@@ -21,7 +21,7 @@ from ..eval.results import load_sequence, save_sequence, results_layout, sequenc
 from ..eval.vot import run_supervised
 from ..models.checkpoint import WEIGHT_SUFFIXES
 from .trackers import make_tracker, parse_hp
-from ..train.cli import writable_dir
+from ..core import writable_dir
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'BASELINES', 'track_ope', 'track_vot', 'low_confidence', 'model_fingerprint', 'claim_results',

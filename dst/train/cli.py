@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse, json, os
 from pathlib import Path
 
-from ..core import DSTError
+from ..core import DSTError, writable_dir
 from .engine import TrainConfig, MECHANISMS, PAPER_SCHEDULES, table_losses, train
 
 # %% auto #0
-__all__ = ['config_from_args', 'writable_dir', 'add_cli']
+__all__ = ['config_from_args', 'add_cli']
 
 # %% ../../nbs/42_train_cli.ipynb #080abcac
 _FLAGS = {  # flag -> (TrainConfig field, type, help)
@@ -95,16 +95,6 @@ def config_from_args(args) -> dict:
     if args.data: d["data"] = [_data_arg(s) for s in args.data]
     if args.kd: d["kd"] = {**d.get("kd", {}), **_kd_arg(args.kd)}
     return d
-
-# %% ../../nbs/42_train_cli.ipynb #ea0aeabd
-def writable_dir(path, flag:str="--out") -> Path:
-    "`path` if it is, or can be made, a writable folder (nothing is created); DSTError naming `flag` otherwise."
-    p = Path(path).absolute()
-    bad = next((q for q in [p, *p.parents] if q.exists() and not q.is_dir()), None)
-    if bad is not None: raise DSTError(f"{flag} {str(path)!r}: {bad} is a file, expected a folder")
-    have = next(q for q in [p, *p.parents] if q.exists())       # the folder that must let us write (or create) below it
-    if not os.access(have, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: {have} is not writable")
-    return Path(path)
 
 # %% ../../nbs/42_train_cli.ipynb #6f8c65b5
 def _list(s:str) -> list: return [v.strip() for v in s.split(",") if v.strip()]
