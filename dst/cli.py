@@ -8,10 +8,10 @@ import argparse, importlib, sys
 
 import errno, os
 
-from .core import DSTError
+from .core import DSTError, command_group
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'OUT_FOLDERS', 'command_group', 'build_parser', 'os_error_line', 'command_path', 'check_out', 'main']
+__all__ = ['CLI_MODULES', 'OUT_FOLDERS', 'build_parser', 'os_error_line', 'command_path', 'check_out', 'main']
 
 # %% ../nbs/70_cli.ipynb #01b7d14b
 CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `dst --help` lists them
@@ -30,13 +30,6 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.devtools",
     "dst.site",
 ]
-
-def command_group(sub, name:str, help:str):
-    "The subparsers of `dst NAME`, made on first use, so several modules can each add a `dst NAME <cmd>`."
-    if name not in sub.choices:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(_subs=p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True))
-    return sub.choices[name].get_default("_subs")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dst` argument parser with every module's subcommands."

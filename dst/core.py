@@ -15,7 +15,7 @@ import torch
 __all__ = ['PRECISIONS', 'BF16_CPU_FLAGS', 'DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh',
            'iou_xywh', 'seed_everything', 'get_device', 'cpu_flags', 'bf16_feature', 'resolve_precision',
            'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir', 'fixtures_dir', 'atomic_write',
-           'save_json', 'writable_dir', 'provenance']
+           'save_json', 'writable_dir', 'command_group', 'provenance']
 
 # %% ../nbs/00_core.ipynb #63457ff1
 class DSTError(ValueError):
@@ -156,6 +156,14 @@ def writable_dir(path, flag:str="--out") -> Path:
     have = next(q for q in [p, *p.parents] if q.exists())       # the folder that must let us write (or create) below it
     if not os.access(have, os.W_OK | os.X_OK): raise DSTError(f"{flag} {str(path)!r}: {have} is not writable")
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #c8356277
+def command_group(sub, name:str, help:str):
+    "The subparsers of `dst NAME`, made on first use, so several modules can each add a `dst NAME <cmd>`."
+    if name not in sub.choices:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(_subs=p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True))
+    return sub.choices[name].get_default("_subs")
 
 # %% ../nbs/00_core.ipynb #bdf8a7f4
 def _git(*args) -> str|None:

@@ -81,7 +81,7 @@ def _cli_check(args) -> int:
 
 def add_cli(sub):
     "Add `dst dev check-sync|readme`."
-    from dst.cli import command_group
+    from dst.core import command_group
     dsub = command_group(sub, "dev", "developer tools: sync check, README")
     dsub.add_parser("check-sync", help="fail if nbdev_export/nbdev_clean/readme would change a file").set_defaults(func=_cli_check)
     dsub.add_parser("readme", help="write README.md from nbs/index.ipynb").set_defaults(func=lambda a: print(write_readme()))

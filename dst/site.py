@@ -400,7 +400,7 @@ def _cli_docs(args) -> int:
 
 def add_cli(sub):
     "Add `dst dev docs`."
-    from dst.cli import command_group
+    from dst.core import command_group
     p = command_group(sub, "dev", "developer tools: sync check, README, docs").add_parser(
         "docs", help="offline HTML docs: every notebook as a page, math as MathML, figures embedded (no quarto)")
     p.add_argument("--out", default="_site", help="output folder (default: _site)")

@@ -686,7 +686,7 @@ def _cli_synth(args) -> int:
 
 def add_cli(sub):
     "Add `dst data synth`."
-    from dst.cli import command_group
+    from dst.core import command_group
     p = command_group(sub, "data", "datasets: the synthetic benchmark, readers, checks").add_parser(
         "synth", help="write the synthetic benchmark (train: GOT-10k layout, test: OTB-100 layout)",
         description="Write a deterministic synthetic tracking benchmark built from photographs bundled with installed packages.")

@@ -345,7 +345,7 @@ def _cli_manifests(args) -> int:
 
 def add_cli(sub):
     "Add `dst data verify` and `dst data manifests`."
-    from dst.cli import command_group
+    from dst.core import command_group
     g = command_group(sub, "data", "datasets: synthetic benchmark, verification")
     p = g.add_parser("verify", help="check a local copy of a dataset against its manifest, sequence by sequence",
                      description="Check a local copy of a dataset: missing sequences and frames, malformed annotations, rows vs frames. Exit status 1 when problems are found.")
