@@ -226,6 +226,8 @@ def make_tracker(model, hp:dict|None=None, device="cpu", name:str|None=None) -> 
     if isinstance(model, str) and model.lower() == "static": return StaticTracker()
     if isinstance(model, str) and model.upper() in ("MIL", "KCF", "CSRT"): return OpenCVTracker(model)
     if isinstance(model, torch.nn.Module): return tracker_for(model, hp, device, name)
+    from dst.track.onnx_backend import is_onnx_model, onnx_tracker   # an `dst export-onnx` folder: onnxruntime backend
+    if is_onnx_model(model): return onnx_tracker(model, hp, name)
     from pathlib import Path
     if Path(str(model)).is_file():
         from dst.models.checkpoint import load_checkpoint
