@@ -15,7 +15,7 @@ from ..models.export import export_onnx, template_sha1
 from .trackers import tracker_for
 
 # %% auto #0
-__all__ = ['onnx_folder', 'is_onnx_model', 'OnnxNet', 'load_onnx_net', 'onnx_tracker']
+__all__ = ['onnx_folder', 'is_onnx_model', 'OnnxNet', 'load_onnx_net', 'onnx_tracker', 'export_static']
 
 # %% ../../nbs/52_onnx_backend.ipynb #d8e2a111
 def onnx_folder(model) -> Path|None:
@@ -129,3 +129,18 @@ def onnx_tracker(model, hp:dict|None=None, name:str|None=None):
     "The Siamese tracker (SiamFC or SiamRPN family) that runs an exported model."
     net = load_onnx_net(model)
     return tracker_for(net, hp, "cpu", name or net.folder.name)
+
+# %% ../../nbs/52_onnx_backend.ipynb #b0297a2a
+class _Grab:
+    "Stands in for a network during `init`, keeping the template crop the tracker makes."
+    def __init__(self, net): self.net, self.z = net, None
+    def __getattr__(self, k): return getattr(self.net, k)
+    def template_kernels(self, z): self.z = z.detach().clone(); return self.net.template_kernels(z)
+
+def export_static(model, image, box, out_dir, hp:dict|None=None, **kw) -> dict:
+    "Export `model` with the template the tracker crops from `image` (BGR) at `box` (xywh) baked into the search graph."
+    from dst.models.checkpoint import load_model
+    net = load_model(model) if not isinstance(model, torch.nn.Module) else model.eval()
+    tr = tracker_for(net, hp); tr.net = _Grab(net); tr.init(image, box)
+    batch = kw.pop("search_batch", tr.hp.get("scale_num", 1))    # SiamFC: its scales in one batch
+    return export_onnx(net, out_dir, template=tr.net.z, search_batch=batch, **kw)
