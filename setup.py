@@ -27,7 +27,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
     install_requires=cfg.get("requirements", "").split(),
-    extras_require={"dev": cfg.get("dev_requirements", "").split()},
+    extras_require={"dev": cfg.get("dev_requirements", "").split(), "toolkits": cfg.get("toolkits_requirements", "").split()},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

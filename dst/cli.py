@@ -25,6 +25,7 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.eval.bench",
     "dst.demo",
     "dst.eval.cli",
+    "dst.eval.toolkits",
     "dst.devtools",
     "dst.site",
 ]
