@@ -15,7 +15,7 @@ from ..models.export import export_onnx, template_sha1
 from .trackers import tracker_for
 
 # %% auto #0
-__all__ = ['onnx_folder', 'is_onnx_model', 'OnnxNet', 'load_onnx_net', 'onnx_tracker', 'export_static']
+__all__ = ['onnx_folder', 'is_onnx_model', 'OnnxNet', 'load_onnx_net', 'onnx_tracker', 'export_static', 'add_cli']
 
 # %% ../../nbs/52_onnx_backend.ipynb #d8e2a111
 def onnx_folder(model) -> Path|None:
@@ -144,3 +144,25 @@ def export_static(model, image, box, out_dir, hp:dict|None=None, **kw) -> dict:
     tr = tracker_for(net, hp); tr.net = _Grab(net); tr.init(image, box)
     batch = kw.pop("search_batch", tr.hp.get("scale_num", 1))    # SiamFC: its scales in one batch
     return export_onnx(net, out_dir, template=tr.net.z, search_batch=batch, **kw)
+
+# %% ../../nbs/52_onnx_backend.ipynb #40c779e6
+def _cli_static(a):
+    from dst.data.sequences import read_image
+    try: box = [float(v) for v in a.box.split(",")]
+    except ValueError: box = []
+    if len(box) != 4: raise DSTError(f"--box {a.box!r}: expected x,y,w,h (four numbers separated by commas)")
+    man = export_static(a.model, read_image(a.image), box, a.out, search_sizes=a.search_size)
+    d = {k: v for k, v in man["check"].items() if "max_abs_diff" in v}
+    print(f"{Path(a.out)/'search.onnx'}: x{man['search']['inputs']['x']} -> " + ", ".join(f"{k}{v}" for k, v in man["search"]["outputs"].items())
+          + " (template baked in; onnxruntime vs PyTorch max abs diff " + ", ".join(f"{k} {v['max_abs_diff']:.1e}" for k, v in d.items()) + ")")
+
+def add_cli(sub):
+    "Add `dst export-static`."
+    p = sub.add_parser("export-static", help="export a search graph with one target's template baked in (static, TensorRT-friendly)",
+                       description="Initialise the tracker on IMAGE at BOX and export its search graph with those kernels as constants.")
+    p.add_argument("--model", required=True, help="a checkpoint file or a registered architecture")
+    p.add_argument("--image", required=True, help="the first frame (the template is cropped from it)")
+    p.add_argument("--box", required=True, help="the target in that frame: x,y,w,h (0-based pixels)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--search-size", type=int, nargs="+", default=None, metavar="N", help="search crop sizes (default: the spec's)")
+    p.set_defaults(func=_cli_static)
