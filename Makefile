@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dst-installed
+TOOLKITS := $(VENV)/.dst-toolkits
+# the Jupyter kernel of this clone: one name per clone path, so a second clone never takes over the first one's kernel
+KERNEL := dst-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
 TORCH ?= torch==2.13.0
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
@@ -18,15 +21,19 @@ $(STAMP): settings.ini setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m ipykernel install --user --name dst --display-name "Python (dst)" >/dev/null
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (dst: $(CURDIR))" >/dev/null
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv (torch pinned first), install dst editable with dev extras, register the kernel
+$(TOOLKITS): $(STAMP) settings.ini
+	@$(PY) -m pip install -q -e ".[toolkits]" || echo "note: the optional toolkits extra (got10k, vot-toolkit) did not install; tests/test_toolkits.py will skip"
+	@touch $(TOOLKITS)
+
+setup: $(STAMP)  ## create .venv (torch pinned first), install dst editable with dev extras, register this clone's kernel
 
 demo: $(STAMP)  ## the main job: `dst run all --scale smoke` on the synthetic benchmark, the paper rendered, the headline table
 	$(BIN)/dst demo
 
-test: $(STAMP) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest
+test: $(STAMP) $(TOOLKITS) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest (toolkits extra installed first)
 
 check-sync: $(STAMP)  ## notebooks and dst/ in sync, notebooks clean, README from index.ipynb
 	$(BIN)/dst dev check-sync
@@ -47,5 +54,6 @@ docs: $(STAMP)  ## offline HTML docs of every notebook into _site/ (nbdev_docs n
 	$(BIN)/dst dev docs --out _site
 
 lab: $(STAMP)  ## JupyterLab with the project's kernel (explorers in nbs/explore/)
-	@$(PY) -m ipykernel install --user --name dst --display-name "Python (dst)" >/dev/null
+	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (dst: $(CURDIR))" >/dev/null
+	@echo "this clone's kernel: $(KERNEL) (\"Python (dst: $(CURDIR))\")"
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root,)

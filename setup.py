@@ -28,7 +28,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg["lib_path"]: ["weights/*.pt", "weights/*.json"]},   # the shipped trained models (`dst models --trained`)
     install_requires=cfg.get("requirements", "").split(),
-    extras_require={"dev": cfg.get("dev_requirements", "").split()},
+    extras_require={"dev": cfg.get("dev_requirements", "").split(), "toolkits": cfg.get("toolkits_requirements", "").split()},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

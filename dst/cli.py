@@ -23,10 +23,12 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.select.search",
     "dst.train.cli",
     "dst.track.runners",
+    "dst.track.onnx_backend",
     "dst.pipeline",
     "dst.eval.bench",
     "dst.demo",
     "dst.eval.cli",
+    "dst.eval.toolkits",
     "dst.devtools",
     "dst.site",
 ]

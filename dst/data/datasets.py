@@ -19,12 +19,13 @@ from .sequences import Sequence
 # %% auto #0
 __all__ = ['MAX_COORD', 'IMAGE_EXTS', 'BENCHMARKS', 'LOADERS', 'PROVIDERS', 'OTB100_TABLE', 'OTB100', 'OTB', 'DTB70_NAMES',
            'DTB70', 'VOT2019_NAMES', 'VOT', 'LASOT_TEST', 'LASOT', 'TRACKINGNET_CHUNKS', 'TRACKINGNET', 'GOT10K',
-           'read_rows', 'read_boxes', 'check_first_box', 'natural_key', 'list_frames', 'read_flags', 'Benchmark',
-           'register_loader', 'register_benchmark', 'write_frames', 'parse_otb_table', 'read_otb_sequence',
-           'read_dtb70_sequence', 'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon', 'read_list',
-           'read_vot_sequence', 'make_tiny_vot', 'read_lasot_sequence', 'make_tiny_lasot', 'read_trackingnet_sequence',
-           'make_tiny_trackingnet', 'read_meta_info', 'read_got10k_sequence', 'make_tiny_got10k', 'known_datasets',
-           'load_dataset']
+           'FOLDER_LAYOUTS', 'FOLDER', 'read_rows', 'read_boxes', 'check_first_box', 'natural_key', 'list_frames',
+           'read_flags', 'Benchmark', 'register_loader', 'register_benchmark', 'write_frames', 'parse_otb_table',
+           'read_otb_sequence', 'read_dtb70_sequence', 'make_tiny_dtb70', 'polygon_to_xywh', 'rect_to_polygon',
+           'read_list', 'read_vot_sequence', 'make_tiny_vot', 'read_lasot_sequence', 'make_tiny_lasot',
+           'read_trackingnet_sequence', 'make_tiny_trackingnet', 'read_meta_info', 'read_got10k_sequence',
+           'make_tiny_got10k', 'sequence_layout', 'folder_sequences', 'read_folder_sequence', 'folder_benchmark',
+           'known_datasets', 'load_dataset']
 
 # %% ../../nbs/12_datasets.ipynb #0f7c6b45
 _SEP = re.compile(r"[,\s]+")
@@ -537,6 +538,62 @@ def make_tiny_got10k(root, n:int=5) -> Path:
             (d/"cut_by_image.label").write_text(lab([0]))
             (d/"meta_info.ini").write_text("[METAINFO]\nurl: https://youtu.be/x\nobject_class: ailurus fulgens\nmotion_class: walking\n")
     return root
+
+# %% ../../nbs/12_datasets.ipynb #6457e7d4
+FOLDER_LAYOUTS = {"otb": ("otb-folder", 1, "ope"), "vot": ("vot-folder", 0, "vot"), "got10k": ("got10k-folder", 0, "ope")}  # -> dataset, index base, protocol
+
+def _first_row_len(anno:Path) -> int:
+    line = next((l for l in anno.read_text(errors="replace").splitlines() if l.strip()), "")
+    return len([t for t in _SEP.split(line.strip()) if t])
+
+def sequence_layout(d) -> str|None:
+    "Layout of one sequence folder: 'otb', 'vot' or 'got10k' (see the table), None if it is not a sequence."
+    d = Path(d)
+    if (d/"img").is_dir() and next(d.glob("groundtruth_rect*.txt"), None): return "otb"
+    if not (d/"groundtruth.txt").is_file(): return None
+    if (d/"color").is_dir(): return "vot"
+    if not any(p.suffix.lower() in IMAGE_EXTS for p in d.iterdir()): return None
+    return "vot" if _first_row_len(d/"groundtruth.txt") == 8 else "got10k"
+
+def folder_sequences(root) -> dict:
+    "Name -> layout of every sequence folder under `root`, in natural order (a `list.txt` sets order and subset)."
+    root = Path(root)
+    if not root.is_dir(): raise DSTError(f"{root}: folder of sequences is missing")
+    names = read_list(root/"list.txt") if (root/"list.txt").is_file() else sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)
+    return {n: lay for n in names if (lay := sequence_layout(root/n))}
+
+# %% ../../nbs/12_datasets.ipynb #d207ca71
+def _otb_anno(d:Path) -> Path:
+    return d/"groundtruth_rect.txt" if (d/"groundtruth_rect.txt").is_file() else sorted(d.glob("groundtruth_rect*.txt"), key=natural_key)[0]
+
+def read_folder_sequence(root, name:str, split=None) -> Sequence:
+    "One sequence of a folder in OTB, VOT or GOT-10k layout (detected), boxes converted to 0-based."
+    d = Path(root)/name; lay = sequence_layout(d) if d.is_dir() else None
+    if lay is None: raise DSTError(f"{d}: not a sequence folder (expected img/ + groundtruth_rect.txt, color/ + groundtruth.txt, or frames + groundtruth.txt)")
+    dataset, base, _ = FOLDER_LAYOUTS[lay]
+    if lay == "vot":
+        s = read_vot_sequence(root, name); s.meta["dataset"] = dataset; return s
+    anno = _otb_anno(d) if lay == "otb" else d/"groundtruth.txt"
+    boxes = read_boxes(anno); frames = list_frames(d/"img" if lay == "otb" else d)
+    first_only = lay == "got10k" and len(boxes) == 1 and len(frames) > 1
+    if first_only: boxes = np.vstack([boxes, np.full((len(frames) - 1, 4), np.nan)])
+    if lay == "otb" and len(frames) > len(boxes): frames = frames[:len(boxes)]   # annotated from the first image on
+    _check_count(anno, len(boxes), frames, frames[0].parent if frames else d)
+    absent = read_flags(d/"absence.label", len(frames)).astype(bool) if (d/"absence.label").is_file() else None
+    boxes = _to0(boxes, base); check_first_box(boxes[0], f"{anno}:1")
+    return Sequence(name, frames, boxes, absent=absent, meta=_meta(dataset, base, layout=lay, anno=str(anno), first_frame_only=first_only))
+
+def folder_benchmark(root) -> tuple[str, str]:
+    "(results folder name, protocol) for a folder of sequences: ('otb-folder', 'ope'), ('vot-folder', 'vot') or ('got10k-folder', 'ope')."
+    lays = set(folder_sequences(root).values())
+    if len(lays) != 1: raise DSTError(f"{root}: " + (f"sequences in several layouts ({', '.join(sorted(lays))}); keep one layout per folder" if lays else
+                                      "no sequence folders (expected <seq>/img/ + groundtruth_rect.txt, <seq>/color/ + groundtruth.txt, or frames + groundtruth.txt)"))
+    dataset, _, protocol = FOLDER_LAYOUTS[lays.pop()]
+    return dataset, protocol
+
+FOLDER = register_benchmark(Benchmark(
+    "folder", names=lambda root, split: list(folder_sequences(root)), present=lambda root, s, split: (Path(root)/s).is_dir(),
+    read=read_folder_sequence))
 
 # %% ../../nbs/12_datasets.ipynb #cfbe3264
 def known_datasets() -> list[str]:

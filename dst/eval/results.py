@@ -15,8 +15,9 @@ from .vot import is_special
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'ResultsLayout', 'results_layout', 'write_boxes', 'read_boxes', 'write_times', 'read_times', 'fps',
-           'write_vot_trajectory', 'read_vot_trajectory', 'sequence_files', 'save_sequence', 'write_confidence',
-           'load_confidence', 'load_sequence', 'load_times', 'zip_results']
+           'write_vot_trajectory', 'read_vot_trajectory', 'toolkit_time_files', 'write_toolkit_times',
+           'repeat_vot_runs', 'sequence_files', 'save_sequence', 'write_confidence', 'load_confidence', 'load_sequence',
+           'load_times', 'zip_results']
 
 # %% ../../nbs/62_results.ipynb #66b16171
 @dataclass(frozen=True)
@@ -129,6 +130,36 @@ def read_vot_trajectory(path, n_frames:int|None=None, offset:float=0) -> list:
         raise DSTError(f"{path}: {len(traj)} lines for a sequence of {n_frames} frames, expected one line per frame")
     return traj
 
+# %% ../../nbs/62_results.ipynb #2cd4ed45
+def toolkit_time_files(tracker_dir, seq:str, layout="ope", run:int=1) -> list[Path]:
+    "Where the got10k toolkit (`times/<seq>_time.txt`) and the VOT toolkit (`<seq>_NNN_time.value`) look for times."
+    kind, d = results_layout(layout).kind, Path(tracker_dir)
+    if kind == "ope": return [d/"times"/f"{seq}_time.txt"]
+    if kind == "vot": return [d/"baseline"/seq/f"{seq}_{run:03d}_time.value"]
+    return []
+
+def write_toolkit_times(tracker_dir, seq:str, times, layout="ope", run:int=1) -> list[Path]:
+    "Write per-frame seconds into every toolkit time file of `layout` (none for got10k/trackingnet: theirs is `<seq>_time.txt`)."
+    out = []
+    for p in toolkit_time_files(tracker_dir, seq, layout, run):
+        with atomic_write(p) as f:
+            for t in np.asarray(times, dtype=np.float64).reshape(-1): f.write(("%.6e\n" if p.suffix == ".value" else "%.8f\n") % t)
+        out.append(p)
+    return out
+
+def repeat_vot_runs(tracker_dir, seq:str, runs:int=3) -> list[Path]:
+    "Copy a deterministic tracker's VOT run 1 (results and time files) to runs 2..`runs`, as the VOT toolkit's early stop expects."
+    d = Path(tracker_dir)/"baseline"/seq
+    first = d/f"{seq}_001.txt"
+    if not first.is_file(): raise DSTError(f"{first}: VOT results file is missing (nothing to repeat)")
+    out = []
+    for r in range(2, runs + 1):
+        for src, dst in ((first, d/f"{seq}_{r:03d}.txt"), (d/f"{seq}_001_time.value", d/f"{seq}_{r:03d}_time.value")):
+            if src.is_file():
+                with atomic_write(dst) as f: f.write(src.read_text())
+                out.append(dst)
+    return out
+
 # %% ../../nbs/62_results.ipynb #8f0ebb35
 def sequence_files(tracker_dir, seq:str, layout="ope", run:int=1) -> dict:
     "Paths of one sequence's results (`boxes`), time (`times`) and per-frame score (`confidence`) files under a tracker folder."
@@ -143,7 +174,7 @@ def save_sequence(tracker_dir, seq:str, result, times=None, layout="ope", offset
     off = lay.offset if offset is None else offset
     f = sequence_files(tracker_dir, seq, lay, run)
     if confidence is not None: write_confidence(f["confidence"], confidence)   # first: a complete boxes file means a finished sequence
-    if times is not None: write_times(f["times"], times)
+    if times is not None: write_times(f["times"], times); write_toolkit_times(tracker_dir, seq, times, lay, run)
     if lay.kind == "vot": write_vot_trajectory(f["boxes"], result, off)
     else: write_boxes(f["boxes"], result, off)
     return f["boxes"]

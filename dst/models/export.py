@@ -4,7 +4,7 @@
 
 # %% ../../nbs/27_export.ipynb #d89df0b7
 from __future__ import annotations
-import json, time, warnings
+import hashlib, json, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from ..core import DSTError, save_json
 from .checkpoint import load_model
 
 # %% auto #0
-__all__ = ['TemplateBranch', 'SearchBranch', 'io_names', 'export_onnx', 'check_onnx', 'add_cli']
+__all__ = ['TemplateBranch', 'SearchBranch', 'StaticSearch', 'io_names', 'template_sha1', 'export_onnx', 'check_onnx', 'add_cli']
 
 # %% ../../nbs/27_export.ipynb #f9225e44
 class TemplateBranch(nn.Module):
@@ -28,6 +28,15 @@ class SearchBranch(nn.Module):
     def __init__(self, net): super().__init__(); self.net = net
     def forward(self, x, *kernels):
         cls, loc = self.net.search(x, *kernels)
+        return (cls,) if loc is None else (cls, loc)
+
+class StaticSearch(nn.Module):
+    "x -> (cls,) or (cls, loc) with one template's kernels baked in as constants (a static, TensorRT-friendly graph)."
+    def __init__(self, net, kernels):
+        super().__init__(); self.net, self.n = net, len(kernels)
+        for i, k in enumerate(kernels): self.register_buffer(f"kernel{i}", k.detach().clone().contiguous())
+    def forward(self, x):
+        cls, loc = self.net.search(x, *(getattr(self, f"kernel{i}") for i in range(self.n)))
         return (cls,) if loc is None else (cls, loc)
 
 def io_names(net) -> dict:
@@ -55,52 +64,72 @@ def _stamp(path, spec:dict):
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
 
-def export_onnx(model, out_dir, opset:int=17, search_batch:int=1, exporter:str="torchscript", check:bool=True) -> dict:
-    "Write `template.onnx`, `search.onnx` and `onnx.json` for `model` (a SiamNet, a name or a checkpoint) to `out_dir`."
-    net = load_model(model) if not isinstance(model, nn.Module) else model.eval()
+def template_sha1(z) -> str:
+    "Checksum of a template crop (float32 bytes): which target a static graph was baked for."
+    return hashlib.sha1(np.ascontiguousarray(torch.as_tensor(z).detach().cpu().float().numpy()).tobytes()).hexdigest()
+
+def export_onnx(model, out_dir, opset:int=17, search_batch:int=1, exporter:str="torchscript", check:bool=True,
+                search_sizes=None, template=None) -> dict:
+    "Write `template.onnx`, `search.onnx` (plus `search_S.onnx` per extra size) and `onnx.json` for `model` to `out_dir`."
+    net = load_model(model) if not isinstance(model, nn.Module) else model.eval()   # template: a (1,3,tz,tz) crop to bake in
     if not hasattr(net, "spec"): raise DSTError("export_onnx needs a spec-built network (SiamNet)")
     if exporter not in ("torchscript", "dynamo"): raise DSTError(f"exporter {exporter!r} is unknown; expected 'torchscript' or 'dynamo'")
     if search_batch < 1: raise DSTError(f"search_batch must be at least 1, got {search_batch}")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval(); names = io_names(net)
-    tz, tx = net.spec.get("template_size", 127), net.spec.get("search_size", 255)
-    z, x = torch.rand(1, 3, tz, tz) * 255, torch.rand(search_batch, 3, tx, tx) * 255
-    with torch.no_grad(): ks = tuple(k.expand(search_batch, *k.shape[1:]).contiguous() for k in net.template_kernels(z))
-    _export(TemplateBranch(net), (z,), out/"template.onnx", names["template_in"], names["template_out"], opset, exporter)
-    _export(SearchBranch(net), (x, *ks), out/"search.onnx", names["search_in"], names["search_out"], opset, exporter)
-    for f in ("template.onnx", "search.onnx"): _stamp(out/f, net.spec)
+    tz = net.spec.get("template_size", 127)
+    sizes = list(dict.fromkeys(int(s) for s in (search_sizes or [net.spec.get("search_size", 255)])))
+    if min(sizes) < tz: raise DSTError(f"search size {min(sizes)} is smaller than the template size {tz}")
+    static = template is not None
+    z = torch.as_tensor(template, dtype=torch.float32).cpu() if static else torch.rand(1, 3, tz, tz) * 255
+    if tuple(z.shape) != (1, 3, tz, tz): raise DSTError(f"template crop of shape {tuple(z.shape)}, expected (1, 3, {tz}, {tz})")
+    with torch.no_grad(): k1 = net.template_kernels(z)
+    ks = tuple(k.expand(search_batch, *k.shape[1:]).contiguous() for k in k1)
+    files = {s: "search.onnx" if i == 0 else f"search_{s}.onnx" for i, s in enumerate(sizes)}
+    if static: (out/"template.onnx").unlink(missing_ok=True)   # a stale template graph would not match the baked kernels
+    else: _export(TemplateBranch(net), (z,), out/"template.onnx", names["template_in"], names["template_out"], opset, exporter)
+    for s, f in files.items():
+        x = torch.rand(search_batch, 3, s, s) * 255
+        if static: _export(StaticSearch(net, ks), (x,), out/f, ["x"], names["search_out"], opset, exporter)
+        else: _export(SearchBranch(net), (x, *ks), out/f, names["search_in"], names["search_out"], opset, exporter)
+    for f in ([] if static else ["template.onnx"]) + list(files.values()): _stamp(out/f, net.spec)
+    x = torch.rand(search_batch, 3, sizes[0], sizes[0]) * 255
     with torch.no_grad(): outs = SearchBranch(net)(x, *ks)
     shapes = lambda ts: [list(t.shape) for t in ts]
     manifest = dict(arch=net.spec.get("name", net.spec["family"]), opset=opset, exporter=exporter, search_batch=search_batch,
-                    template=dict(file="template.onnx", inputs=dict(zip(names["template_in"], shapes([z]))),
-                                  outputs=dict(zip(names["template_out"], shapes(k[:1] for k in ks)))),
-                    search=dict(file="search.onnx", inputs=dict(zip(names["search_in"], shapes((x, *ks)))),
+                    template=None if static else dict(file="template.onnx", inputs=dict(zip(names["template_in"], shapes([z]))),
+                                                      outputs=dict(zip(names["template_out"], shapes(k[:1] for k in ks)))),
+                    search=dict(file="search.onnx", inputs=dict(zip(["x"] if static else names["search_in"], shapes((x,) if static else (x, *ks)))),
                                 outputs=dict(zip(names["search_out"], shapes(outs)))),
-                    input_pixels="float32 NCHW, 0-255")
-    if check: manifest["check"] = check_onnx(net, out, search_batch)
+                    search_files={str(s): f for s, f in files.items()}, static=static,
+                    template_sha1=template_sha1(z) if static else None, input_pixels="float32 NCHW, 0-255")
+    if check: manifest["check"] = check_onnx(net, out, search_batch, template=z if static else None)
     save_json(manifest, out/"onnx.json")
     return manifest
 
 # %% ../../nbs/27_export.ipynb #0a4f6146
-def check_onnx(net, out_dir, search_batch:int=1, seed:int=0) -> dict:
+def check_onnx(net, out_dir, search_batch:int=1, seed:int=0, template=None) -> dict:
     "Max abs (and relative) difference of every output between onnxruntime (CPU) and PyTorch, on random inputs."
     import onnxruntime as ort
-    out, names, g = Path(out_dir), io_names(net), torch.Generator().manual_seed(seed)
-    tz, tx = net.spec.get("template_size", 127), net.spec.get("search_size", 255)
-    z, x = torch.rand(1, 3, tz, tz, generator=g) * 255, torch.rand(search_batch, 3, tx, tx, generator=g) * 255
+    out, names, g = Path(out_dir), io_names(net), torch.Generator().manual_seed(seed)   # template: the baked crop, if static
+    tz = net.spec.get("template_size", 127)
+    z = torch.rand(1, 3, tz, tz, generator=g) * 255 if template is None else template
     so = ort.SessionOptions(); so.log_severity_level = 3
-    st = ort.InferenceSession(str(out/"template.onnx"), so, providers=["CPUExecutionProvider"])
     ss = ort.InferenceSession(str(out/"search.onnx"), so, providers=["CPUExecutionProvider"])
+    x = torch.rand(search_batch, 3, *ss.get_inputs()[0].shape[2:], generator=g) * 255
+    with torch.no_grad(): kt = net.template_kernels(z)
     t0 = time.perf_counter()
-    ko = [np.repeat(k, search_batch, 0) for k in st.run(None, {"z": z.numpy()})]
+    if template is None:
+        st = ort.InferenceSession(str(out/"template.onnx"), so, providers=["CPUExecutionProvider"])
+        ko = [np.repeat(k, search_batch, 0) for k in st.run(None, {"z": z.numpy()})]
     t1 = time.perf_counter()
-    so_ = ss.run(None, {"x": x.numpy(), **dict(zip(names["search_in"][1:], ko))})
+    feed = {"x": x.numpy()} if template is not None else {"x": x.numpy(), **dict(zip(names["search_in"][1:], ko))}
+    so_ = ss.run(None, feed)
     t2 = time.perf_counter()
-    with torch.no_grad():
-        kt = net.template_kernels(z)
-        ref = SearchBranch(net)(x, *(k.expand(search_batch, *k.shape[1:]) for k in kt))
+    with torch.no_grad(): ref = SearchBranch(net)(x, *(k.expand(search_batch, *k.shape[1:]) for k in kt))
     res = {}
-    for n, a, b in [*zip(names["template_out"], ko, kt), *zip(names["search_out"], so_, ref)]:
+    pairs = [] if template is not None else list(zip(names["template_out"], ko, kt))
+    for n, a, b in [*pairs, *zip(names["search_out"], so_, ref)]:
         d = float(np.abs(a - b.numpy()).max())
         res[n] = dict(max_abs_diff=d, rel_diff=d / max(float(b.abs().max()), 1e-12))
     res["onnxruntime_ms"] = dict(template=round(1e3 * (t1 - t0), 2), search=round(1e3 * (t2 - t1), 2))
@@ -108,13 +137,17 @@ def check_onnx(net, out_dir, search_batch:int=1, seed:int=0) -> dict:
 
 # %% ../../nbs/27_export.ipynb #477cbe77
 def _cli_export(args):
-    man = export_onnx(args.model, args.out, args.opset, args.search_batch, args.exporter, check=not args.no_check)
+    man = export_onnx(args.model, args.out, args.opset, args.search_batch, args.exporter, check=not args.no_check,
+                      search_sizes=args.search_size)
     out = Path(args.out)
     for part in ("template", "search"):
+        if man[part] is None: continue
         f = out/man[part]["file"]
         ins = ", ".join(f"{k}{v}" for k, v in man[part]["inputs"].items())
         outs = ", ".join(f"{k}{v}" for k, v in man[part]["outputs"].items())
         print(f"{f} ({f.stat().st_size / 1e6:.2f} MB): {ins} -> {outs}")
+    extra = [f for f in man["search_files"].values() if f != "search.onnx"]
+    if extra: print(f"also {', '.join(extra)} (search crops of {', '.join(man['search_files'])} pixels)")
     if "check" in man:
         d = {k: v for k, v in man["check"].items() if "max_abs_diff" in v}
         print("onnxruntime vs PyTorch, max abs diff: " + ", ".join(f"{k} {v['max_abs_diff']:.2e} (rel {v['rel_diff']:.1e})" for k, v in d.items()))
@@ -129,6 +162,8 @@ def add_cli(sub):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--search-batch", type=int, default=1, help="batch size of the search graph (e.g. 3 for SiamFC's scales)")
+    p.add_argument("--search-size", type=int, nargs="+", default=None, metavar="N",
+                   help="search crop sizes, one graph each (default: the spec's; SiamRPN trackers also use 287 for small targets)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"], help="torch.onnx exporter (dynamo needs onnxscript)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.set_defaults(func=_cli_export)

@@ -130,7 +130,9 @@ def _check_model(model):
     "A path that names no checkpoint file is reported as such, not as an unknown architecture."
     if isinstance(model, (str, Path)):
         s = str(model)
-        if Path(s).is_dir(): raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an architecture name or a baseline")
+        from dst.track.onnx_backend import is_onnx_model
+        if Path(s).is_dir() and not is_onnx_model(s):
+            raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an ONNX export folder, an architecture name or a baseline")
         if not Path(s).is_file() and ("/" in s or os.sep in s or s.lower().endswith(WEIGHT_SUFFIXES)):
             raise DSTError(f"--model {s!r}: no such checkpoint file")
 
@@ -212,7 +214,8 @@ def run_benchmark(model, sequences:list, out, benchmark:str="synth", protocol:st
     dev = get_device(device) if isinstance(device, str) else device          # clear errors for a bad device or precision, before any work
     effective = resolve_precision(precision or "auto", dev)
     if isinstance(model, torch.nn.Module): name = name or (getattr(model, "spec", None) or {}).get("name", type(model).__name__)
-    name = name or (Path(model).stem if isinstance(model, (str, Path)) and Path(str(model)).is_file() else str(model))
+    name = name or (Path(model).stem if isinstance(model, (str, Path)) and Path(str(model)).is_file()
+                    else Path(str(model)).name if Path(str(model)).is_dir() else str(model))   # an export folder: its own name
     if not name or name in (".", "..") or "/" in name or os.sep in name:
         raise DSTError(f"--name {name!r}: expected a plain folder name for the results (no '/', not '.' or '..')")
     tdir, layout = Path(out)/benchmark/name, results_layout("vot" if protocol == "vot" else benchmark)
@@ -276,9 +279,9 @@ def _parallel(todo, model, hp, device, name, precision, protocol, tdir, layout, 
 
 # %% ../../nbs/51_runners.ipynb #e0faadb5
 def _cli_track(a):
-    from dst.data.datasets import load_dataset
-    dname = dataset_name(a.dataset, BENCHMARKS)
-    bench, protocol = BENCHMARKS[dname]
+    from dst.data.datasets import load_dataset, folder_benchmark
+    if a.dataset == "folder": dname, (bench, protocol) = "folder", folder_benchmark(a.root)   # a user's own sequences
+    else: dname = dataset_name(a.dataset, BENCHMARKS); bench, protocol = BENCHMARKS[dname]
     hp = parse_hp(a.hp)
     _hp_check(a.model, hp)
     seqs = load_dataset(dname, a.root, split=a.split, sequences=sequence_names(a.sequences))
@@ -297,7 +300,7 @@ def add_cli(sub):
     "Add `dst track`."
     p = sub.add_parser("track", help="run a tracker over a benchmark (OPE, or VOT's reset protocol)")
     p.add_argument("--model", required=True, help="checkpoint path, architecture name, or baseline (static, mil, kcf, csrt)")
-    p.add_argument("--dataset", required=True, help=f"one of {', '.join(BENCHMARKS)} (or otb, vot, GOT-10k)")
+    p.add_argument("--dataset", required=True, help=f"one of {', '.join(BENCHMARKS)} (or otb, vot, GOT-10k), or folder: any folder of sequences in OTB, VOT or GOT-10k layout")
     p.add_argument("--root", required=True, help="dataset root (for synth: the folder `dst data synth` wrote)")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--sequences", nargs="+", help="only these sequences (space- or comma-separated)")

@@ -289,6 +289,9 @@ def make_tracker(model, hp:dict|None=None, device="cpu", name:str|None=None, pre
     "A tracker from a baseline name, an architecture name, a checkpoint path or a `SiamNet`."
     if isinstance(model, str) and model.lower() == "static": return StaticTracker()
     if isinstance(model, str) and model.upper() in ("MIL", "KCF", "CSRT"): return OpenCVTracker(model)
+    if not isinstance(model, torch.nn.Module):
+        from dst.track.onnx_backend import is_onnx_model, onnx_tracker   # a `dst export-onnx` folder: onnxruntime backend
+        if is_onnx_model(model): return onnx_tracker(model, hp, name)
     net, info = resolve_model(model)                    # a network, checkpoint, shipped model or zoo name
     if info["source"] in ("zoo", "spec", "spec-file"):
         warnings.warn(f"tracker {model!r}: randomly initialised network (no checkpoint given); fine for speed, not for accuracy")
