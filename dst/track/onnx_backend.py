@@ -141,9 +141,9 @@ def export_static(model, image, box, out_dir, hp:dict|None=None, **kw) -> dict:
     "Export `model` with the template the tracker crops from `image` (BGR) at `box` (xywh) baked into the search graph."
     from dst.models.checkpoint import load_model
     net = load_model(model) if not isinstance(model, torch.nn.Module) else model.eval()
-    tr = tracker_for(net, hp); tr.net = _Grab(net); tr.init(image, box)
+    tr = tracker_for(net, hp); tr.infer = _Grab(tr.infer); tr.init(image, box)   # the network the tracker runs, watched
     batch = kw.pop("search_batch", tr.hp.get("scale_num", 1))    # SiamFC: its scales in one batch
-    return export_onnx(net, out_dir, template=tr.net.z, search_batch=batch, **kw)
+    return export_onnx(net, out_dir, template=tr.infer.z, search_batch=batch, **kw)
 
 # %% ../../nbs/52_onnx_backend.ipynb #40c779e6
 def _cli_static(a):

@@ -124,7 +124,7 @@ class _SiameseBase(Tracker):
         self.precision = resolve_precision(precision, self.device)
         self.conventions = check_tracker_meta(conventions, "tracker conventions")
         self.net = net.to(self.device).eval()                  # the network as given (sizes, explorers, figures)
-        self.infer = inference_copy(self.net)                  # what runs: batch norm folded, channels-last
+        self.infer = inference_copy(self.net) if isinstance(net, torch.nn.Module) else self.net   # what runs: batch norm folded, channels-last
         who = type(self).__name__
         self.hp = merge_hp(merge_hp(self.default_hp(net), self.conventions["hp"], f"{who} (checkpoint meta['tracker']['hp'])"), hp, who)
         self.name = name or net.spec.get("name", net.family)
