@@ -4,22 +4,24 @@
 
 # %% ../../nbs/50_trackers.ipynb #91e26c56
 from __future__ import annotations
-import math, time, warnings
+import copy, math, time, warnings
 
 import cv2
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core import DSTError, get_device, resolve_precision, autocast, channels_last
 from ..data.crops import crop_image, pad_color, box_to_center, center_to_box
 from ..data.targets import generate_anchors
+from ..models.backbones import ConvLayer, BasicBlock, Bottleneck, ResNet
 from ..models.checkpoint import check_tracker_meta, tracker_meta
 
 # %% auto #0
 __all__ = ['SIAMFC_HP', 'SIAMRPN_HP', 'SIAMRPNPP_HP', 'TRACKERS', 'parse_hp', 'merge_hp', 'Tracker', 'StaticTracker',
-           'OpenCVTracker', 'opencv_trackers', 'to_tensor', 'hann2d', 'SiamFCTracker', 'make_anchors', 'SiamRPNTracker',
-           'tracker_for', 'make_tracker']
+           'OpenCVTracker', 'opencv_trackers', 'to_tensor', 'fold_batchnorm', 'hann2d', 'SiamFCTracker', 'make_anchors',
+           'SiamRPNTracker', 'tracker_for', 'make_tracker']
 
 # %% ../../nbs/50_trackers.ipynb #96c29a35
 def parse_hp(items) -> dict:
@@ -92,7 +94,7 @@ class _SiameseBase(Tracker):
         self.device = get_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(precision, self.device)
         self.conventions = check_tracker_meta(conventions, "tracker conventions")
-        self.net = channels_last(net.to(self.device).eval())
+        self.net = channels_last(fold_batchnorm(net.to(self.device)))        # a folded copy: `net` stays as it was
         who = type(self).__name__
         self.hp = merge_hp(merge_hp(self.default_hp(net), self.conventions["hp"], f"{who} (checkpoint meta['tracker']['hp'])"), hp, who)
         self.name = name or net.spec.get("name", net.family)
@@ -133,6 +135,27 @@ class _SiameseBase(Tracker):
         self.center = np.clip(self.center, 0, [w - 1, h - 1] if rule == "inside" else [w, h])
         self.size = np.clip(self.size, 10, [w, h])
     def _box(self): return center_to_box(np.r_[self.center, self.size], self.conventions["box"])
+
+# %% ../../nbs/50_trackers.ipynb #9d53c6c3
+_CONV_BN = {ConvLayer: [("conv", "bn")], BasicBlock: [("conv1", "bn1"), ("conv2", "bn2")],
+            Bottleneck: [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")], ResNet: [("conv1", "bn1")]}   # pairs each module applies in order
+
+def _fold(conv:nn.Conv2d, bn:nn.BatchNorm2d):
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight, conv.bias = nn.Parameter(conv.weight * s.view(-1, 1, 1, 1)), nn.Parameter((b - bn.running_mean) * s + bn.bias)
+
+def fold_batchnorm(net:nn.Module) -> nn.Module:
+    "An eval-mode copy of `net` with every batch norm that directly follows a convolution folded into it."
+    net = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            for c, b in _CONV_BN.get(type(m), []):
+                if isinstance(getattr(m, b, None), nn.BatchNorm2d): _fold(getattr(m, c), getattr(m, b)); setattr(m, b, nn.Identity())
+            if isinstance(m, nn.Sequential):
+                for i in range(len(m) - 1):
+                    if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d): _fold(m[i], m[i + 1]); m[i + 1] = nn.Identity()
+    return net
 
 # %% ../../nbs/50_trackers.ipynb #a70121e7
 SIAMFC_HP = dict(exemplar_size=127, instance_size=255, context=0.5, scale_num=3, scale_step=1.0375, scale_lr=0.59,
