@@ -115,8 +115,9 @@ class _SiameseBase(Tracker):
         if key not in self._bufs: self._bufs[key] = np.empty((len(sides), size, size, 3), np.uint8)
         buf = self._bufs[key]
         for j, s in enumerate(sides):
-            c = crop_image(image, self.center, s, size, self.conventions["crop"], self.avg, out=buf[j])
-            if c is not buf[j]: buf[j] = c
+            out = buf[j]
+            c = crop_image(image, self.center, s, size, self.conventions["crop"], self.avg, out=out)
+            if c is not out: out[...] = c                  # OpenCV wrote elsewhere (it does not when shapes agree)
         return buf
     def _input(self, crops) -> torch.Tensor:
         "Crops -> the network's input: channels-last float32 in the checkpoint's colour order, range and normalisation."
