@@ -94,7 +94,8 @@ class _SiameseBase(Tracker):
         self.device = get_device(device) if isinstance(device, str) else device
         self.precision = resolve_precision(precision, self.device)
         self.conventions = check_tracker_meta(conventions, "tracker conventions")
-        self.net = channels_last(fold_batchnorm(net.to(self.device)))        # a folded copy: `net` stays as it was
+        exact = self.conventions["crop"] != "subpixel"                      # a reference's tracker: keep its arithmetic
+        self.net = channels_last(net.to(self.device).eval() if exact else fold_batchnorm(net.to(self.device)))   # folded: a copy
         who = type(self).__name__
         self.hp = merge_hp(merge_hp(self.default_hp(net), self.conventions["hp"], f"{who} (checkpoint meta['tracker']['hp'])"), hp, who)
         self.name = name or net.spec.get("name", net.family)
