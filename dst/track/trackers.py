@@ -180,7 +180,8 @@ class SiamFCTracker(_SiameseBase):
         n = p["scale_num"]
         self.scales = p["scale_step"] ** np.linspace(-(n // 2), n // 2, n)
         k = self._forward(self.net.template_kernels, self._input(self._crops(image, [self.z_sz], p["exemplar_size"])))
-        self.kernels = tuple(t.expand(n, *t.shape[1:]).contiguous() for t in k)   # one template per scale, made once
+        self.kernels = tuple(channels_last(t.expand(n, *t.shape[1:]).contiguous()) for t in k)   # one per scale, made once;
+        # channels-last kernels: the grouped correlation costs 13 ms instead of 40 ms on this CPU (nbs/50 note)
         self.window, self.last = None, {}
 
     def update(self, image):
