@@ -356,12 +356,14 @@ def run_pair(name, net, ckpt, seq, n=None, precision="fp32"):
             ref.init(img, box0 + [1, 1, 0, 0] if one_based else box0)
             ours.init(bgr, box0)
             continue
-        t = time.perf_counter()
-        b_ref = ref.update(img)[0]
-        t_ref.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b_dst = ours.update(bgr)[0]
-        t_dst.append(time.perf_counter() - t)
+        for who in ((0, 1) if i % 2 else (1, 0)):     # alternate which runs first, so neither always finds the caches warm
+            t = time.perf_counter()
+            if who == 0:
+                b_ref = ref.update(img)[0]
+                t_ref.append(time.perf_counter() - t)
+            else:
+                b_dst = ours.update(bgr)[0]
+                t_dst.append(time.perf_counter() - t)
         out_ref.append(np.asarray(b_ref, dtype=np.float64) - ([1, 1, 0, 0] if one_based else 0))
         out_dst.append(np.asarray(b_dst, dtype=np.float64))
     return np.array(out_ref), np.array(out_dst), np.array(t_ref), np.array(t_dst)
@@ -427,3 +429,24 @@ def test_hp_override_still_wins_over_the_checkpoint(tmp_path):
     assert (t.hp["penalty_k"], t.hp["instance_size"], t.conventions["crop"], t.conventions["box"]) == (0.16, 287, "pysot", "pysot")
     assert make_tracker(str(ckpt), {"penalty_k": 0.05}).hp["penalty_k"] == 0.05
     assert t.precision == "fp32" or t.precision == "bf16"
+
+
+if __name__ == "__main__":   # the table on whole sequences: python tests/test_parity.py [threads] [row,...]
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from dst.core import fixtures_dir
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    rows = [("DaSiamRPN SiamRPNBIG", "bag", 2), ("siamfc-pytorch AlexNetV1", "Crossing", 1),
+            ("siamfc-pytorch AlexNetV1", "bag", 1), ("pysot siamrpn_alex_dwxcorr", "bag", 1)]   # size 2: SiamRPNBIG's widths
+    for k in ([int(v) for v in sys.argv[2].split(",")] if len(sys.argv) > 2 else range(len(rows))):
+        name, seq_name, size = rows[k]
+        seq = fixture_sequence(fixtures_dir(), seq_name)
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as d:
+            net, ckpt = convert_reference(name, Path(d), seq.image(0), seq.boxes[0], size)
+            ref, ours, t_ref, t_dst = run_pair(name, net, ckpt, seq)
+        print(json.dumps(dict(pair=name, sequence=seq_name, frames=len(seq), **agreement(ref, ours), fps_ref=1 / t_ref.mean(),
+                              fps_dst=1 / t_dst.mean(), fps_ratio=t_ref.mean() / t_dst.mean())), flush=True)

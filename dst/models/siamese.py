@@ -106,8 +106,9 @@ def _fold(m:nn.Module) -> nn.Module:
         for name, c in m.named_children(): setattr(m, name, _fold(c))
         return m
 
-def inference_copy(net:nn.Module, channels_last:bool=True) -> nn.Module:
-    "An eval-mode copy of `net` for tracking: batch norm folded into the convolutions, channels-last when asked."
+def inference_copy(net:nn.Module, channels_last:bool=True, fold:bool=True) -> nn.Module:
+    "An eval-mode copy of `net` for tracking: batch norm folded into the convolutions (when `fold`), channels-last when asked."
     net = copy.deepcopy(net).eval()
-    for name, c in list(net.named_children()): setattr(net, name, _fold(c))
+    if fold:
+        for name, c in list(net.named_children()): setattr(net, name, _fold(c))
     return net.to(memory_format=torch.channels_last) if channels_last else net
