@@ -228,3 +228,25 @@ def test_config_errors(synth, tmp_path):
         Trainer(cfg_dict(synth, tmp_path/"c", teacher=str(tmp_path/"teacher.pt")), progress=False)
     with pytest.raises(DSTError, match="TrainConfig.amp"):
         TrainConfig(**cfg_dict(synth, tmp_path, amp="fp8"))
+
+
+# ---------------------------------------------------------------- a weighted mix of training sources
+
+def test_weighted_mix_of_synthetic_and_realtrain(synth, tmp_path):
+    """Synthetic at weight 3 and the real drone clips at weight 1 (their own small-target filter) share each epoch 3:1."""
+    from dst.core import shared_dir
+    from dst.train.engine import build_dataset
+    rt = shared_dir()/"realtrain" if shared_dir() is not None else None
+    if rt is None or not rt.is_dir(): pytest.skip("../shared/realtrain is absent")
+    cfg = TrainConfig(**cfg_dict(synth, tmp_path/"mix", pairs_per_epoch=16, data=[
+        dict(dataset="synth", root=str(synth), weight=3), dict(dataset="realtrain", root=str(rt), weight=1, frame_filter="small")]))
+    ds = build_dataset(cfg, "siamfc", 127, 191, 9)
+    assert ds.sampler.shares() == [12, 4] and sorted(ds.sampler.order(0)[:, 0].tolist()).count(1) == 4
+    real = [i for i, (s, _) in enumerate(ds.sampler.order(0)) if s == 1]
+    it = ds[real[0]]
+    assert it["x"].shape == (3, 191, 191) and torch.isfinite(it["x"]).all() and it["label"].sum() > 0
+    assert ds.sampler.sources[1].frame_filter.min_side == 8 and ds.sampler.filter.min_side == 0    # the run's: permissive
+    with pytest.raises(DSTError, match=r"data\[0\].frame_filter"):
+        TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), frame_filter="tiny")]))
+    with pytest.raises(DSTError, match=r"data\[0\].weight"):
+        TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), weight=-1)]))

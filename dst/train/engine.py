@@ -59,9 +59,10 @@ def mechanism_of(losses) -> str:
     return "NOKD" if s <= {"gt"} else "TSsKD" if "ks" in s else "TSKD"
 
 # %% ../../nbs/40_engine.ipynb #0d90488e
-FRAME_FILTERS = ("siamfc", "permissive")
+FRAME_FILTERS = ("siamfc", "small", "permissive")
 RUN_CONTROL = ("device", "num_workers", "ckpt_every", "max_steps", "out")   # may differ when resuming
 _DATA_KEYS = {"dataset", "root", "split", "frame_range", "num_use", "sequences"}
+_DATA_KEYS |= {"weight", "frame_filter"}   # a weighted mix of sources, each with its own frame filter
 
 def _data_entry(d, i:int) -> dict:
     "One `data` entry as a dict (from `NAME:DIR` or a dict), checked."
@@ -72,6 +73,8 @@ def _data_entry(d, i:int) -> dict:
     if not isinstance(d, dict): raise DSTError(f"TrainConfig.data[{i}]: expected a dict or 'NAME:DIR', got {type(d).__name__}")
     if unknown := set(d) - _DATA_KEYS: raise DSTError(f"TrainConfig.data[{i}]: unknown keys {sorted(unknown)}; known: {sorted(_DATA_KEYS)}")
     if "dataset" not in d or "root" not in d: raise DSTError(f"TrainConfig.data[{i}] needs 'dataset' and 'root', got {sorted(d)}")
+    if d.get("frame_filter", "siamfc") not in FRAME_FILTERS: raise DSTError(f"TrainConfig.data[{i}].frame_filter = {d['frame_filter']!r}: expected one of {list(FRAME_FILTERS)}")
+    if not (d.get("weight") is None or (isinstance(d["weight"], (int, float)) and d["weight"] >= 0)): raise DSTError(f"TrainConfig.data[{i}].weight = {d['weight']!r}: expected a number >= 0")
     return dict(dict(split="train", frame_range=100, num_use=-1), **{k: (str(v) if k == "root" else v) for k, v in d.items()})
 
 @dataclass
@@ -93,7 +96,7 @@ class TrainConfig:
     batch_size: int = 8                   # pairs per step per process
     pairs_per_epoch: int | None = 64      # pairs per epoch (None: the data's natural length)
     data: list = field(default_factory=list)  # [{"dataset", "root", "split", "frame_range", "num_use"}] or "NAME:DIR"
-    frame_filter: str = "siamfc"          # siamfc (siamfc-pytorch's thresholds) or permissive
+    frame_filter: str = "siamfc"          # siamfc (siamfc-pytorch's thresholds), small (sides >= 8 px) or permissive
     search_size: int | None = None        # search crop size (None: the networks')
     augment: str | None = None            # PairDataset augmentation preset (None: the family's)
     seed: int = 0
@@ -236,8 +239,9 @@ def build_dataset(cfg:TrainConfig, family:str, exemplar_size:int, search_size:in
     for d in cfg.data:
         seqs = load_dataset(d["dataset"], d["root"], split=d["split"], sequences=d.get("sequences"))
         if not seqs: raise DSTError(f"dataset {d['dataset']} at {d['root']} (split {d['split']}) has no sequences")
-        sources.append(Source(seqs, f"{d['dataset']}:{d['split']}", d["frame_range"], d["num_use"]))
-    ff = FrameFilter.permissive() if cfg.frame_filter == "permissive" else FrameFilter()
+        sources.append(Source(seqs, f"{d['dataset']}:{d['split']}", d["frame_range"], d["num_use"], d.get("weight"),
+                              FrameFilter.named(d["frame_filter"]) if d.get("frame_filter") else None))
+    ff = FrameFilter.named(cfg.frame_filter)
     return PairDataset(sources, targets="siamfc" if family == "siamfc" else "siamrpn", exemplar_size=exemplar_size,
                        search_size=search_size, preset=cfg.augment, frame_filter=ff, seed=cfg.seed,
                        pairs_per_epoch=cfg.pairs_per_epoch, score_size=score_size)
