@@ -19,7 +19,7 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint, torch_load
 from ..distill.tracking import gt_loss
 from ..distill.transfer import KDConfig
 from ..distill.str_loss import kt_objective, str_maps, map_mse
-from ..distill.sharing import tsskd_objectives
+from ..distill.sharing import tsskd_objectives, gate_losses
 from .ddp import (AMP_CHOICES, amp_dtype, autocast, make_scaler, prepare_model, prepare_input,
                            setup_distributed, cleanup_distributed, wrap_model, unwrap, ranks_agree, sync_buffers, barrier,
                            rank_batches, steps_per_epoch)
@@ -318,13 +318,15 @@ class Actor:
             with torch.no_grad():
                 gts = [gt_loss(o, target, kd.siamfc_balanced, kd.reg_beta, kd.reg_weight) for o in outs]
                 gt_t = gt_loss(t_out, target, kd.siamfc_balanced, kd.reg_beta, kd.reg_weight)
-            r = tsskd_objectives(outs, kts, gts, gt_t, e, kd, self.beta)
+                gates, gate_t = [gate_losses(o, target, kd) for o in outs], gate_losses(t_out, target, kd)   # eq. 22 on the calibrated scale
+            r = tsskd_objectives(outs, kts, gates, gate_t, e, kd, self.beta)
             total, n = r["total"], len(outs)
             for i in range(n):
                 peers = [j for j in range(n) if j != i]
                 stats[f"s{i}.ks"] = sum(r["stats"]["ks"][i][j] for j in peers) / len(peers)
                 stats[f"s{i}.sigma"] = sum(r["stats"]["sigma"][i][j] for j in peers) / len(peers)
                 stats[f"s{i}.kd"], stats[f"s{i}.gt"] = r["stats"]["kd"][i], float(gts[i])
+                stats[f"s{i}.gap"] = float((gates[i] - gate_t).mean())      # L_GT(s_i) - L_GT(t) as the gate sees it (vs h)
             stats["t.gt"], stats["f"] = float(gt_t), r["stats"]["f"]
         stats["loss"] = float(total.detach())
         return total, stats
@@ -563,12 +565,18 @@ class Trainer:
             terms = sorted({k.split(".", 1)[1] for r in last_epoch for k in r if k.startswith(f"s{i}.")})
             studs.append(dict(index=i, name=d["name"], checkpoint=str(self.out/"students"/f"s{i}.pt") if finished else None,
                               params=count_params(net), size_mb=round(size_mb(net), 3),
-                              last_epoch={t: _finite_mean(r.get(f"s{i}.{t}") for r in last_epoch) for t in terms}))
+                              last_epoch={t: _finite_mean(r.get(f"s{i}.{t}") for r in last_epoch) for t in terms},
+                              sigma_open=_open_rate(rows, i)))
         return dict(out=str(self.out), mechanism=self.cfg.mechanism, losses=self.cfg.losses, family=self.family,
                     finished=finished, already_finished=already, steps=self.global_step, epochs=self.cfg.total_epochs,
                     steps_per_epoch=self.steps_per_epoch, world=self.info.world, device=str(self.device),
                     amp=str(self.amp).replace("torch.", "") if self.amp else None, ranks_agree=ranks_agree,
                     seconds=round(seconds, 2), teacher=self.teacher_info, students=studs)
+
+def _open_rate(rows, i:int):
+    "Fraction of the sharing steps on which student `i`'s sigma was above 0 (None when nothing was shared)."
+    s = [r[f"s{i}.sigma"] for r in rows if f"s{i}.sigma" in r]
+    return round(sum(v > 0 for v in s) / len(s), 4) if s else None
 
 def train(config, resume:bool=False, overwrite:bool=False, progress:bool=True) -> dict:
     "Train the run `config` describes (a TrainConfig, dict, JSON text or file); returns the run's summary."
