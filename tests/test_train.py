@@ -250,3 +250,21 @@ def test_weighted_mix_of_synthetic_and_realtrain(synth, tmp_path):
         TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), frame_filter="tiny")]))
     with pytest.raises(DSTError, match=r"data\[0\].weight"):
         TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), weight=-1)]))
+
+
+# ---------------------------------------------------------------- knowledge sharing acts
+
+def test_sigma_open_rate_logged_and_tsskd_differs_from_tskd(synth, tmp_path):
+    """Each student's fraction of sharing steps with sigma > 0 is in the summary; where sigma opens, TSsKD != TSKD."""
+    kw = dict(warmup_epochs=0, epochs=1, pairs_per_epoch=8)
+    a = train(cfg_dict(synth, tmp_path/"tsskd", **kw), progress=False)
+    b = train(cfg_dict(synth, tmp_path/"tskd", losses=MECHANISMS["TSKD"], **kw), progress=False)
+    rows = read_metrics(tmp_path/"tsskd/metrics.jsonl")
+    opened = [r["s0.sigma"] > 0 for r in rows]
+    assert a["students"][0]["sigma_open"] == pytest.approx(sum(opened) / len(rows)) and any(opened)
+    assert all("s0.gap" in r for r in rows) and b["students"][0]["sigma_open"] is None          # TSKD shares nothing
+    wa, wb = weights(tmp_path/"tsskd/students/s0.pt"), weights(tmp_path/"tskd/students/s0.pt")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    shut = train(cfg_dict(synth, tmp_path/"shut", kd=dict(f0=0.0), **kw), progress=False)     # f(e) = 0: sigma never above 0
+    assert shut["students"][0]["sigma_open"] == 0.0
+    assert_same_weights(weights(tmp_path/"shut/students/s0.pt"), wb)                            # ... is TSKD exactly
