@@ -249,3 +249,43 @@ def test_forced_fp32_matches_plain_layout(synth, tmp_path):
         after[cl] = {k: v.contiguous() for k, v in net.state_dict().items()}
     for k, v in after[True].items():
         assert torch.allclose(v.float(), after[False][k].float(), rtol=1e-4, atol=1e-6), k
+
+
+# ---------------------------------------------------------------- a weighted mix of training sources
+
+def test_weighted_mix_of_synthetic_and_realtrain(synth, tmp_path):
+    """Synthetic at weight 3 and the real drone clips at weight 1 (their own small-target filter) share each epoch 3:1."""
+    from dst.core import shared_dir
+    from dst.train.engine import build_dataset
+    rt = shared_dir()/"realtrain" if shared_dir() is not None else None
+    if rt is None or not rt.is_dir(): pytest.skip("../shared/realtrain is absent")
+    cfg = TrainConfig(**cfg_dict(synth, tmp_path/"mix", pairs_per_epoch=16, data=[
+        dict(dataset="synth", root=str(synth), weight=3), dict(dataset="realtrain", root=str(rt), weight=1, frame_filter="small")]))
+    ds = build_dataset(cfg, "siamfc", 127, 191, 9)
+    assert ds.sampler.shares() == [12, 4] and sorted(ds.sampler.order(0)[:, 0].tolist()).count(1) == 4
+    real = [i for i, (s, _) in enumerate(ds.sampler.order(0)) if s == 1]
+    it = ds[real[0]]
+    assert it["x"].shape == (3, 191, 191) and torch.isfinite(it["x"]).all() and it["label"].sum() > 0
+    assert ds.sampler.sources[1].frame_filter.min_side == 8 and ds.sampler.filter.min_side == 0    # the run's: permissive
+    with pytest.raises(DSTError, match=r"data\[0\].frame_filter"):
+        TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), frame_filter="tiny")]))
+    with pytest.raises(DSTError, match=r"data\[0\].weight"):
+        TrainConfig(**cfg_dict(synth, tmp_path, data=[dict(dataset="synth", root=str(synth), weight=-1)]))
+
+
+# ---------------------------------------------------------------- knowledge sharing acts
+
+def test_sigma_open_rate_logged_and_tsskd_differs_from_tskd(synth, tmp_path):
+    """Each student's fraction of sharing steps with sigma > 0 is in the summary; where sigma opens, TSsKD != TSKD."""
+    kw = dict(warmup_epochs=0, epochs=1, pairs_per_epoch=8)
+    a = train(cfg_dict(synth, tmp_path/"tsskd", **kw), progress=False)
+    b = train(cfg_dict(synth, tmp_path/"tskd", losses=MECHANISMS["TSKD"], **kw), progress=False)
+    rows = read_metrics(tmp_path/"tsskd/metrics.jsonl")
+    opened = [r["s0.sigma"] > 0 for r in rows]
+    assert a["students"][0]["sigma_open"] == pytest.approx(sum(opened) / len(rows)) and any(opened)
+    assert all("s0.gap" in r for r in rows) and b["students"][0]["sigma_open"] is None          # TSKD shares nothing
+    wa, wb = weights(tmp_path/"tsskd/students/s0.pt"), weights(tmp_path/"tskd/students/s0.pt")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    shut = train(cfg_dict(synth, tmp_path/"shut", kd=dict(f0=0.0), **kw), progress=False)     # f(e) = 0: sigma never above 0
+    assert shut["students"][0]["sigma_open"] == 0.0
+    assert_same_weights(weights(tmp_path/"shut/students/s0.pt"), wb)                            # ... is TSKD exactly

@@ -11,7 +11,7 @@ from dst.cli import main
 from dst.data import datasets as D, training_sets as T
 from dst.data.verify import DATASET_INFO, build_manifest, load_manifest, verify_dataset, write_manifests
 
-NAMES = ["otb100", "dtb70", "vot2019", "lasot", "trackingnet", "got10k", "imagenet_vid", "imagenet_det", "coco", "youtube_bb", "synth"]
+NAMES = ["otb100", "dtb70", "vot2019", "lasot", "trackingnet", "got10k", "imagenet_vid", "imagenet_det", "coco", "youtube_bb", "realtrain", "synth"]
 
 
 # ---------------------------------------------------------------- manifests
@@ -28,7 +28,10 @@ def test_manifest_contents():
         m = load_manifest(n)
         assert {"name", "title", "home", "terms", "archives", "checksums", "layout", "index_base", "load"} <= set(m), n
         assert m["name"] == n and "required" in m["layout"]
-    assert all(load_manifest(n)["checksums"] == "publisher gives none" for n in NAMES if n != "synth")
+    assert all(load_manifest(n)["checksums"] == "publisher gives none" for n in NAMES if n not in ("synth", "realtrain"))
+    rt = load_manifest("realtrain")["sequences"]                 # each clip names its public source, cuts of one video share a group
+    assert len(rt) == 32 and all(s["repository"].startswith("https://github.com/") and len(s["commit"]) == 40 for s in rt)
+    assert {s["group"] for s in rt if s["name"].startswith("UAV123_10fps_car16")} == {"UAV123_10fps_car16"}
     otb = load_manifest("otb100")["sequences"]
     assert len(otb) == 100 and len({s["name"] for s in otb}) == 100
     by = {s["name"]: s for s in otb}

@@ -136,7 +136,7 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {}
 LOADERS: dict[str, Callable] = {}   # name -> (root, split=None, sequences=None, **kw) -> list[Sequence]
-PROVIDERS = {n: "dst.data.training_sets" for n in ("imagenet_vid", "imagenet_det", "coco", "youtube_bb")} | {"synth": "dst.data.synth"}
+PROVIDERS = {n: "dst.data.training_sets" for n in ("imagenet_vid", "imagenet_det", "coco", "youtube_bb", "realtrain")} | {"synth": "dst.data.synth"}
 
 def register_loader(name:str, fn:Callable):
     "Make `load_dataset(name, ...)` call `fn(root, split=None, sequences=None, **kw)`."

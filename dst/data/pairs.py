@@ -38,6 +38,18 @@ class FrameFilter:
         "Keep every frame that has a box and is not marked absent."
         return cls(0, 0, np.inf, 0, np.inf, 0, np.inf, 0)
 
+    @classmethod
+    def small(cls):
+        "SiamFC's thresholds with sides down to 8 px (drone footage such as realtrain, where targets are small)."
+        return cls(min_side=8)
+
+    @classmethod
+    def named(cls, name:str):
+        "The filter called `name`: 'siamfc', 'small' or 'permissive'."
+        make = {"siamfc": cls, "small": cls.small, "permissive": cls.permissive}.get(name)
+        if make is None: raise DSTError(f"frame filter {name!r}: expected one of ['siamfc', 'small', 'permissive']")
+        return make()
+
     def __call__(self, boxes, img_wh, absent=None, cover=None) -> np.ndarray:
         "Boolean mask of the frames to keep, from (N, 4) `xywh` boxes and the image size `(W, H)`."
         b = np.asarray(boxes, dtype=np.float64); wh = b[:, 2:]
@@ -59,11 +71,15 @@ class Source:
     name: str = "source"
     frame_range: int = 100         # |t_x - t_z| <= frame_range (frames)
     num_use: int = -1              # items per epoch taken from this source; -1: each sequence once
+    weight: float|None = None      # share of the epoch in a weighted mix (see PairSampler.order); None: num_use decides
+    frame_filter: FrameFilter|None = None  # this source's frame filter; None: the sampler's
 
     def __post_init__(self):
         self.seqs = list(self.seqs)
         if not self.seqs: raise DSTError(f"source {self.name!r} has no sequences")
         if self.frame_range < 0: raise DSTError(f"source {self.name!r}: frame_range must be >= 0, got {self.frame_range}")
+        if self.weight is not None and not (isinstance(self.weight, (int, float)) and self.weight >= 0):
+            raise DSTError(f"source {self.name!r}: weight must be a number >= 0 or None, got {self.weight!r}")
 
     @property
     def n_use(self) -> int: return len(self.seqs) if self.num_use < 0 else int(self.num_use)
@@ -106,13 +122,23 @@ class PairSampler:
 
     def __len__(self) -> int: return len(self.order(0))
 
+    def shares(self) -> list:
+        "Items per epoch of each source: its `n_use`, or, in a weighted mix, its share of the epoch by weight."
+        n = [s.n_use for s in self.sources]
+        if all(s.weight is None for s in self.sources): return n
+        w = np.array([0.0 if k == 0 else (1.0 if s.weight is None else float(s.weight)) for s, k in zip(self.sources, n)])
+        if w.sum() <= 0: raise DSTError("every source of the weighted mix has weight 0 (or num_use 0): nothing to sample")
+        total = self.pairs_per_epoch or sum(n); q = total * w / w.sum(); k = np.floor(q).astype(int)
+        k[np.argsort(-(q - k), kind="stable")[:total - k.sum()]] += 1
+        return k.tolist()
+
     def order(self, epoch:int) -> np.ndarray:
         "(N, 2) array of (source, sequence) for each item of `epoch`."
         if epoch not in self._orders:
             rng, parts = order_rng(self.seed, epoch), []
-            for si, s in enumerate(self.sources):
-                if s.n_use == 0: continue                         # a source switched off for this run
-                idx = np.concatenate([rng.permutation(len(s.seqs)) for _ in range(-(-s.n_use // len(s.seqs)))])[:s.n_use]
+            for si, (s, n_use) in enumerate(zip(self.sources, self.shares())):
+                if n_use == 0: continue                           # a source switched off for this run
+                idx = np.concatenate([rng.permutation(len(s.seqs)) for _ in range(-(-n_use // len(s.seqs)))])[:n_use]
                 parts.append(np.stack([np.full(len(idx), si), idx], 1))
             if not parts: raise DSTError("every source has num_use = 0: nothing to sample")
             o = np.concatenate(parts); o = o[rng.permutation(len(o))]
@@ -124,7 +150,7 @@ class PairSampler:
         "Indices of the frames of sequence `qi` of source `si` that pass the filter (cached)."
         if (si, qi) not in self._valid:
             q = self.sources[si].seqs[qi]
-            ok = self.filter(q.boxes, _image_wh(q), q.absent, q.meta.get("cover"))
+            ok = (self.sources[si].frame_filter or self.filter)(q.boxes, _image_wh(q), q.absent, q.meta.get("cover"))
             self._valid[(si, qi)] = np.flatnonzero(ok)
         return self._valid[(si, qi)]
 

@@ -117,6 +117,21 @@ DATASET_INFO = {
                     annotation="yt_bb_detection_<split>.csv[.gz]",
                     format=", ".join(T.YTBB_FIELDS) + "; corners as fractions of the frame size, -1 when absent"),
         notes=["a segment is (youtube_id, class_id, object_id); segments whose video has no decoded frame are skipped by the reader"]),
+    "realtrain": dict(
+        title="realtrain: 32 real drone-view clips for training (UAV123@10fps, DTB70, UAVDT)", kind="training", index_base=0, default_split="train",
+        citation="; ".join(T.REALTRAIN_BENCHMARKS.values()),
+        home="../shared/realtrain beside the checkout (README.md, SOURCES.md); rebuilt from the public repositories listed per sequence",
+        terms="each source benchmark's terms (citation above); the repositories the frames come from carry no data licence",
+        archives=["https://github.com/vision4robotics/<repo>/tree/<commit>/<image folder> and <annotation file>: see each sequence's `repository`, `commit`, `images` and `annotation`"],
+        checksums="none: the frames are resized and re-encoded from the sources (longer side 512 px, Lanczos, JPEG quality 80)",
+        layout=dict(required={"train": ["train/list.txt", "train/*/groundtruth.txt"]}, frames="train/<clip>/<nnnnnnnn>.jpg (from 1)",
+                    annotation="train/<clip>/groundtruth.txt", labels="absence.label (one 0/1 per frame)",
+                    format="x,y,w,h per frame, comma-separated floats, 0-based, in the resized image's pixels; 0,0,0,0 where absent"),
+        splits=dict(train=32),
+        notes=["rebuild: take every `step`-th source frame from `first` to `last` (the source's frame numbers), resize so the longer side is 512 px, "
+               "shift the 1-based benchmark boxes by -1 and scale them by the resize factor; mark NaN, empty or outside boxes absent",
+               "clips cut from one video (`group`) must stay on one side of a train/validation split: dst.data.training_sets.group_split",
+               "train on it with the 'small' frame filter: its targets are small (sides down to 2-4 px)"]),
     "synth": dict(
         title="Embedded synthetic benchmark", kind="generated", index_base=0,
         citation="part of this repository", home="generated locally by `dst data synth` (module dst.data.synth); nothing to download",
@@ -129,6 +144,9 @@ def manifest_sequences(name:str):
     "The sequence list a manifest carries (None where only counts are given)."
     if name == "otb100":
         return [dict(name=e["name"], dir=e["dir"], anno=e["anno"], frames=[e["start"], e["end"]], omit=e["omit"], nz=e["nz"], ext=e["ext"]) for e in D.OTB100]
+    if name == "realtrain":
+        return [dict(name=c, benchmark=b, sequence=s, frames=list(f[:2]), step=f[2], group=T.video_of(c), repository=f"https://github.com/vision4robotics/{r.split('@')[0]}", commit=r.split('@')[1],
+                     images=i, annotation=a) for c, b, s, f, r, i, a in T.REALTRAIN_CLIPS]
     return {"dtb70": D.DTB70_NAMES, "vot2019": D.VOT2019_NAMES, "lasot": {"test": D.LASOT_TEST}}.get(name)
 
 def build_manifest(name:str) -> dict:

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from ..core import DSTError
-from .tracking import _reduce
+from .tracking import _reduce, gt_loss, siamfc_loss
 from .transfer import KDConfig, cls_log_probs, kl_2way
 
 # %% auto #0
-__all__ = ['ks_loss', 'f_epoch', 'sigma_weight', 'beta_matrix', 'tsskd_objectives']
+__all__ = ['ks_loss', 'f_epoch', 'sigma_weight', 'gate_losses', 'beta_matrix', 'tsskd_objectives']
 
 # %% ../../nbs/33_sharing.ipynb #27b9ecd1
 def _proposals(out:dict, detach:bool):
@@ -56,6 +56,15 @@ def sigma_weight(gt_student, gt_teacher, epoch:float, h:float=0.005, f0:float=1.
     "Eq. 22: f(e) where L_GT(student) - L_GT(teacher) < h, else 0 (scalars or per-pair tensors; no gradient)."
     g = torch.as_tensor(gt_student).detach() - torch.as_tensor(gt_teacher).detach()
     return (g < h).to(torch.float32) * f_epoch(epoch, f0, gamma)
+
+# %% ../../nbs/33_sharing.ipynb #33b99a87
+def gate_losses(out:dict, target:dict, cfg:KDConfig|None=None):
+    "The L^GT eq. 22 compares, without gradient: per pair, or their mean (`cfg.sigma_per`), on the paper's or the training scale."
+    cfg = cfg or KDConfig()
+    with torch.no_grad():
+        if out.get("loc") is None and cfg.sigma_scale == "paper": l = siamfc_loss(out["cls"], target["label"], balanced=False, reduction="none")
+        else: l = gt_loss(out, target, cfg.siamfc_balanced, cfg.reg_beta, cfg.reg_weight, reduction="none")
+    return l if cfg.sigma_per == "pair" else l.mean()
 
 # %% ../../nbs/33_sharing.ipynb #f2181f25
 def beta_matrix(n:int, beta:float=0.5) -> list:

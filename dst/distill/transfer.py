@@ -20,7 +20,7 @@ __all__ = ['LOSS_MATRIX', 'LOSS_IMPL', 'KDConfig', 'loss_row', 'cls_log_probs', 
 # %% ../../nbs/31_transfer.ipynb #66ebe8f1
 _CHOICES = dict(ts_direction=("t||s", "s||t"), ah_granularity=("sample", "anchor", "batch"), str_norm=("l2", "none"), str_align=("resize", "same"),
                 ks_direction=("self||peer", "peer||self"), ks_reduction=("mean", "sum"), sigma_gate=("self", "peer"),
-                peer_norm=("n-1", "n"))
+                peer_norm=("n-1", "n"), sigma_scale=("paper", "train"), sigma_per=("batch", "pair"))
 
 @dataclass
 class KDConfig:
@@ -48,6 +48,8 @@ class KDConfig:
     gamma: float = 0.9
     sigma_gate: str = "self"      # eq. 22 gates sigma(s_i) on L_GT(s_i) (literal) or on the peer's L_GT
     peer_norm: str = "n-1"        # eq. 33 averages over n (literal) or over the n-1 peers (matches eqs. 20-21)
+    sigma_scale: str = "paper"    # L_GT in eq. 22's gate: the paper's (SiamFC: eq. 2's plain mean) or the training loss (see 33_sharing)
+    sigma_per: str = "pair"       # eq. 22 decided per pair (as AH's teacher bound, ah_granularity) or once per batch
 
     def __post_init__(self):
         for k, ok in _CHOICES.items():

@@ -19,11 +19,11 @@ from ..data.pairs import FrameFilter
 from .candidate import make_pairs, candidate_accuracy, evaluate, toy_sequences
 
 # %% auto #0
-__all__ = ['ACTIONS', 'KNOBS', 'N_FEATURES', 'SCALES', 'DEFAULTS', 'describe', 'decisions', 'apply_action', 'reduce_spec',
-           'check_candidate', 'spec_size_mb', 'compression', 'reward', 'step_reward', 'features', 'Policy', 'to_scales',
-           'EMABaseline', 'reinforce_update', 'toy_policy_search', 'resolve_params', 'derive_seed', 'load_teacher',
-           'load_sequences', 'split_sequences', 'unit_table', 'best_candidate', 'plot_history', 'StudentSearch',
-           'run_search', 'spec_table', 'add_cli']
+__all__ = ['ACTIONS', 'KNOBS', 'COSTS', 'N_FEATURES', 'SCALES', 'DEFAULTS', 'describe', 'decisions', 'apply_action',
+           'reduce_spec', 'check_candidate', 'spec_size_mb', 'compression', 'reward', 'step_reward', 'spec_flops',
+           'spec_latency', 'spec_cost', 'features', 'Policy', 'to_scales', 'EMABaseline', 'reinforce_update',
+           'toy_policy_search', 'resolve_params', 'derive_seed', 'load_teacher', 'load_sequences', 'split_sequences',
+           'unit_table', 'best_candidate', 'plot_history', 'StudentSearch', 'run_search', 'spec_table', 'add_cli']
 
 # %% ../../nbs/45_select.ipynb #7f6902c4
 ACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 11))   # a_t in {0.1, ..., 1.0}: the scale applied to a knob
@@ -104,6 +104,43 @@ def reward(acc_s:float, acc_t:float, size_s:float, size_t:float) -> float:
 def step_reward(rewards) -> float:
     "Eq. 8: the mean reward of a step's candidates."
     return float(np.mean(rewards))
+
+# %% ../../nbs/45_select.ipynb #c501d2bd
+COSTS = ("params_flops", "params", "flops", "latency")   # what C = 1 - cost_s / cost_t counts; the first is the default
+
+def spec_flops(spec:dict) -> int:
+    "FLOPs of `spec`'s search branch on one search region (template kernels precomputed), counted on the meta device."
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"), torch.no_grad():
+        net = SiamNet(spec); T, X = spec.get("template_size", 127), spec.get("search_size", 255)
+        k = net.template_kernels(torch.zeros(1, 3, T, T))
+        with FlopCounterMode(display=False) as fc: net.search(torch.zeros(1, 3, X, X), *k)
+    return int(fc.get_total_flops())
+
+def spec_latency(spec:dict, repeats:int=5, scales:int=3, device="cpu") -> float:
+    "Median seconds of `spec`'s search branch on `scales` search regions (one thread on a CPU; random weights)."
+    dev = get_device(device) if isinstance(device, str) else device
+    net, T, X = SiamNet(spec).eval().to(dev), spec.get("template_size", 127), spec.get("search_size", 255)
+    x, n_threads, ts = torch.zeros(scales, 3, X, X, device=dev), torch.get_num_threads(), []
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            k = tuple(t.expand(scales, *t.shape[1:]) for t in net.template_kernels(torch.zeros(1, 3, T, T, device=dev)))
+            for r in range(repeats + 1):                                 # the first run warms up
+                if dev.type == "cuda": torch.cuda.synchronize()
+                t0 = time.perf_counter(); net.search(x, *k)
+                if dev.type == "cuda": torch.cuda.synchronize()
+                if r: ts.append(time.perf_counter() - t0)
+    finally: torch.set_num_threads(n_threads)
+    return float(np.median(ts))
+
+def spec_cost(spec:dict, cost:str="params_flops", device="cpu") -> float:
+    "The cost of `spec` that the compression C counts: MB, search-branch FLOPs, seconds, or sqrt(MB * GFLOPs)."
+    if cost == "params": return spec_size_mb(spec)
+    if cost == "flops": return float(spec_flops(spec))
+    if cost == "latency": return spec_latency(spec, device=device)
+    if cost == "params_flops": return math.sqrt(spec_size_mb(spec) * spec_flops(spec) / 1e9)
+    raise DSTError(f"cost {cost!r}: expected one of {list(COSTS)}")
 
 # %% ../../nbs/45_select.ipynb #c60c2b9a
 N_FEATURES = 12
@@ -191,7 +228,8 @@ def toy_policy_search(target:float=0.3, steps:int=150, candidates:int=3, lr:floa
 # %% ../../nbs/45_select.ipynb #5b568e18
 SCALES = {  # steps, candidates per step (N_a), epochs and training pairs per candidate, validation pairs (M), batch
     "smoke": dict(steps=4, candidates=2, epochs=1, pairs=32, val_pairs=16, batch_size=8),
-    "medium": dict(steps=20, candidates=3, epochs=5, pairs=2000, val_pairs=300, batch_size=32),
+    "cpu": dict(steps=8, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),        # the pipeline's cpu scale
+    "medium": dict(steps=12, candidates=3, epochs=3, pairs=2000, val_pairs=300, batch_size=32),  # the pipeline's medium scale
     "full": dict(steps=50, candidates=3, epochs=10, pairs=10000, val_pairs=1000, batch_size=32),   # section 5.1
 }
 DEFAULTS = dict(
@@ -209,6 +247,7 @@ DEFAULTS = dict(
     penalty=-1.0,            # reward of an invalid candidate (N2N: -1)
     credit="each",           # 'each' (candidate reward - b) or 'mean' (eq. 32 as written: step reward - b)
     entropy=0.01,            # entropy bonus of the policy loss (0: the paper's)
+    cost="params_flops",     # what the compression C counts: params (the paper's), flops, latency, or params_flops (default)
     knobs=list(KNOBS), hidden=30, lstm_layers=2,
     search_shift=32.0, frame_range=100, val_every=4, cache=True, device="auto", resume=False, progress=True)
 _FREE = {"steps", "resume", "progress", "device", "out"}      # may change when a search is resumed
@@ -226,6 +265,7 @@ def resolve_params(**params) -> dict:
     if isinstance(cfg["knobs"], str): cfg["knobs"] = [k for k in cfg["knobs"].split(",") if k]
     if not cfg["knobs"] or set(cfg["knobs"]) - set(KNOBS): raise DSTError(f"knobs {cfg['knobs']!r}: expected a non-empty subset of {list(KNOBS)}")
     if cfg["credit"] not in ("mean", "each"): raise DSTError(f"credit must be 'mean' or 'each', got {cfg['credit']!r}")
+    if cfg["cost"] not in COSTS: raise DSTError(f"cost {cfg['cost']!r}: expected one of {list(COSTS)}")
     cfg["knobs"] = [k for k in KNOBS if k in cfg["knobs"]]
     if cfg["frame_filter"] not in ("siamfc", "permissive"): raise DSTError(f"frame_filter must be 'siamfc' or 'permissive', got {cfg['frame_filter']!r}")
     if isinstance(cfg["sequences"], str): cfg["sequences"] = [n for n in cfg["sequences"].split(",") if n]
@@ -326,6 +366,7 @@ class StudentSearch:
         self.spec.pop("name", None)
         self.units, self.response = describe(self.spec), check_spec(self.spec)
         self.size_t, self.device = spec_size_mb(self.spec), get_device(c["device"])
+        self.cost_t, self.flops_t = spec_cost(self.spec, c["cost"], self.device), spec_flops(self.spec)
         self.history, self.step, self.acc_t, self.cache = [], 0, None, {}
         state = self._load_state()
         seqs = seqs if seqs is not None else load_sequences(c["data"], c["dataset"], c["split"], self.out, c["progress"], c["sequences"])
@@ -389,7 +430,9 @@ class StudentSearch:
                 else:
                     r = candidate_accuracy(spec, self.train, self.val, c["epochs"], c["top_n"], seed, lr=c["lr"], batch_size=c["batch_size"], device=self.device)
                     acc, size = r["acc"], r["size_mb"]; self.cache[rec["key"]] = (acc, size)
-                rec.update(valid=True, acc=acc, size_mb=size, compression=compression(size, self.size_t), reward=reward(acc, self.acc_t, size, self.size_t))
+                cost = size if c["cost"] == "params" else spec_cost(spec, c["cost"], self.device)
+                rec.update(valid=True, acc=acc, size_mb=size, compression=compression(cost, self.cost_t), reward=reward(acc, self.acc_t, cost, self.cost_t),
+                           cost=cost, params_x=self.size_t / size, flops_x=self.flops_t / spec_flops(spec))
             except (DSTError, RuntimeError) as e: rec.update(reason=f"{type(e).__name__}: {e}"[:500])
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         return rec
@@ -434,8 +477,9 @@ class StudentSearch:
     def summary(self) -> dict:
         "Teacher, best student, the policy's greedy choice, the configuration and the provenance."
         best = best_candidate(self.history)
-        keep = ("step", "actions", "scales", "widths", "kernels", "acc", "size_mb", "compression", "reward")
-        return dict(teacher=dict(name=self.name, size_mb=self.size_t, acc=self.acc_t, trained_here=self.teacher_model is None, **unit_table(self.spec)),
+        keep = ("step", "actions", "scales", "widths", "kernels", "acc", "size_mb", "compression", "reward", "cost", "params_x", "flops_x")
+        return dict(teacher=dict(name=self.name, size_mb=self.size_t, acc=self.acc_t, trained_here=self.teacher_model is None, **unit_table(self.spec),
+                                 cost=self.cost_t, flops=self.flops_t),
                     best=None if best is None else {k: best.get(k) for k in keep}, greedy=self.greedy(), steps_done=self.step,
                     candidates_trained=sum(1 for h in self.history for x in h["candidates"] if x["valid"] and not x["cached"]),
                     config=dict(self._fixed_cfg(), steps=self.cfg["steps"]), data=self.data_info,
@@ -472,7 +516,8 @@ def _cli_select(args):
     print(f"teacher {t['name']}: {t['size_mb']:.3f} MB, eq. 7 accuracy {t['acc']:.4f}")
     if b is None: print(f"no valid candidate in {s['steps_done']} steps"); return 1
     print(f"student (step {b['step'] + 1}): widths {b['widths']}, kernels {b['kernels']}, {b['size_mb']:.3f} MB, "
-          f"compression C = {b['compression']:.3f}, accuracy {b['acc']:.4f}, reward {b['reward']:.4f}")
+          f"compression C = {b['compression']:.3f} ({s['config']['cost']}; {b.get('params_x', 0):.1f}x fewer parameters, {b.get('flops_x', 0):.1f}x fewer FLOPs), "
+          f"accuracy {b['acc']:.4f}, reward {b['reward']:.4f}")
     print(f"wrote {Path(params.get('out', DEFAULTS['out']))}/{{student.json, history.jsonl, fig4.png, summary.json, state.pt}}")
 
 def add_cli(sub):
@@ -495,6 +540,7 @@ def add_cli(sub):
     p.add_argument("--split", help="split to read (default: train for synth, none for OTB-style datasets)")
     p.add_argument("--sequences", help="comma-separated sequence names to read (default: all)")
     p.add_argument("--frame-filter", choices=["siamfc", "permissive"], help="which frames make pairs: SiamFC's thresholds (default) or every annotated one")
+    p.add_argument("--cost", choices=list(COSTS), help="what the compression counts: params_flops (default: sqrt of the two ratios), params (the paper's), flops, latency")
     p.add_argument("--credit", choices=["each", "mean"], help="advantage of a candidate: its own reward (default) or the step mean (eq. 32 as written)")
     p.add_argument("--knobs", help="what actions shrink: out,kernel (default) or out")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")

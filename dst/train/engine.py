@@ -20,7 +20,7 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint, torch_load
 from ..distill.tracking import gt_loss
 from ..distill.transfer import KDConfig
 from ..distill.str_loss import kt_objective, str_maps, map_mse
-from ..distill.sharing import tsskd_objectives
+from ..distill.sharing import tsskd_objectives, gate_losses
 from .ddp import (train_precision, autocast, prepare_model, prepare_input,
                            setup_distributed, cleanup_distributed, wrap_model, unwrap, ranks_agree, sync_buffers, barrier,
                            rank_batches, steps_per_epoch)
@@ -60,9 +60,10 @@ def mechanism_of(losses) -> str:
     return "NOKD" if s <= {"gt"} else "TSsKD" if "ks" in s else "TSKD"
 
 # %% ../../nbs/40_engine.ipynb #0d90488e
-FRAME_FILTERS = ("siamfc", "permissive")
+FRAME_FILTERS = ("siamfc", "small", "permissive")
 RUN_CONTROL = ("device", "precision", "num_workers", "ckpt_every", "max_steps", "out")   # may differ when resuming
 _DATA_KEYS = {"dataset", "root", "split", "frame_range", "num_use", "sequences"}
+_DATA_KEYS |= {"weight", "frame_filter"}   # a weighted mix of sources, each with its own frame filter
 
 def _data_entry(d, i:int) -> dict:
     "One `data` entry as a dict (from `NAME:DIR` or a dict), checked."
@@ -73,6 +74,8 @@ def _data_entry(d, i:int) -> dict:
     if not isinstance(d, dict): raise DSTError(f"TrainConfig.data[{i}]: expected a dict or 'NAME:DIR', got {type(d).__name__}")
     if unknown := set(d) - _DATA_KEYS: raise DSTError(f"TrainConfig.data[{i}]: unknown keys {sorted(unknown)}; known: {sorted(_DATA_KEYS)}")
     if "dataset" not in d or "root" not in d: raise DSTError(f"TrainConfig.data[{i}] needs 'dataset' and 'root', got {sorted(d)}")
+    if d.get("frame_filter", "siamfc") not in FRAME_FILTERS: raise DSTError(f"TrainConfig.data[{i}].frame_filter = {d['frame_filter']!r}: expected one of {list(FRAME_FILTERS)}")
+    if not (d.get("weight") is None or (isinstance(d["weight"], (int, float)) and d["weight"] >= 0)): raise DSTError(f"TrainConfig.data[{i}].weight = {d['weight']!r}: expected a number >= 0")
     return dict(dict(split="train", frame_range=100, num_use=-1), **{k: (str(v) if k == "root" else v) for k, v in d.items()})
 
 @dataclass
@@ -94,7 +97,7 @@ class TrainConfig:
     batch_size: int = 8                   # pairs per step per process
     pairs_per_epoch: int | None = 64      # pairs per epoch (None: the data's natural length)
     data: list = field(default_factory=list)  # [{"dataset", "root", "split", "frame_range", "num_use"}] or "NAME:DIR"
-    frame_filter: str = "siamfc"          # siamfc (siamfc-pytorch's thresholds) or permissive
+    frame_filter: str = "siamfc"          # siamfc (siamfc-pytorch's thresholds), small (sides >= 8 px) or permissive
     search_size: int | None = None        # search crop size (None: the networks')
     augment: str | None = None            # PairDataset augmentation preset (None: the family's)
     seed: int = 0
@@ -225,8 +228,9 @@ def build_dataset(cfg:TrainConfig, family:str, exemplar_size:int, search_size:in
     for d in cfg.data:
         seqs = load_dataset(d["dataset"], d["root"], split=d["split"], sequences=d.get("sequences"))
         if not seqs: raise DSTError(f"dataset {d['dataset']} at {d['root']} (split {d['split']}) has no sequences")
-        sources.append(Source(seqs, f"{d['dataset']}:{d['split']}", d["frame_range"], d["num_use"]))
-    ff = FrameFilter.permissive() if cfg.frame_filter == "permissive" else FrameFilter()
+        sources.append(Source(seqs, f"{d['dataset']}:{d['split']}", d["frame_range"], d["num_use"], d.get("weight"),
+                              FrameFilter.named(d["frame_filter"]) if d.get("frame_filter") else None))
+    ff = FrameFilter.named(cfg.frame_filter)
     return PairDataset(sources, targets="siamfc" if family == "siamfc" else "siamrpn", exemplar_size=exemplar_size,
                        search_size=search_size, preset=cfg.augment, frame_filter=ff, seed=cfg.seed,
                        pairs_per_epoch=cfg.pairs_per_epoch, score_size=score_size)
@@ -303,13 +307,15 @@ class Actor:
             with torch.no_grad():
                 gts = [gt_loss(o, target, kd.siamfc_balanced, kd.reg_beta, kd.reg_weight) for o in outs]
                 gt_t = gt_loss(t_out, target, kd.siamfc_balanced, kd.reg_beta, kd.reg_weight)
-            r = tsskd_objectives(outs, kts, gts, gt_t, e, kd, self.beta)
+                gates, gate_t = [gate_losses(o, target, kd) for o in outs], gate_losses(t_out, target, kd)   # eq. 22 on the calibrated scale
+            r = tsskd_objectives(outs, kts, gates, gate_t, e, kd, self.beta)
             total, n = r["total"], len(outs)
             for i in range(n):
                 peers = [j for j in range(n) if j != i]
                 stats[f"s{i}.ks"] = sum(r["stats"]["ks"][i][j] for j in peers) / len(peers)
                 stats[f"s{i}.sigma"] = sum(r["stats"]["sigma"][i][j] for j in peers) / len(peers)
                 stats[f"s{i}.kd"], stats[f"s{i}.gt"] = r["stats"]["kd"][i], float(gts[i])
+                stats[f"s{i}.gap"] = float((gates[i] - gate_t).mean())      # L_GT(s_i) - L_GT(t) as the gate sees it (vs h)
             stats["t.gt"], stats["f"] = float(gt_t), r["stats"]["f"]
         stats["loss"] = float(total.detach())
         return total, stats
@@ -547,12 +553,18 @@ class Trainer:
             terms = sorted({k.split(".", 1)[1] for r in last_epoch for k in r if k.startswith(f"s{i}.")})
             studs.append(dict(index=i, name=d["name"], checkpoint=str(self.out/"students"/f"s{i}.pt") if finished else None,
                               params=count_params(net), size_mb=round(size_mb(net), 3),
-                              last_epoch={t: _finite_mean(r.get(f"s{i}.{t}") for r in last_epoch) for t in terms}))
+                              last_epoch={t: _finite_mean(r.get(f"s{i}.{t}") for r in last_epoch) for t in terms},
+                              sigma_open=_open_rate(rows, i)))
         return dict(out=str(self.out), mechanism=self.cfg.mechanism, losses=self.cfg.losses, family=self.family,
                     finished=finished, already_finished=already, steps=self.global_step, epochs=self.cfg.total_epochs,
                     steps_per_epoch=self.steps_per_epoch, world=self.info.world, device=str(self.device),
                     precision=self.precision, precision_note=self.precision_note, ranks_agree=ranks_agree,
                     seconds=round(seconds, 2), teacher=self.teacher_info, students=studs)
+
+def _open_rate(rows, i:int):
+    "Fraction of the sharing steps on which student `i`'s sigma was above 0 (None when nothing was shared)."
+    s = [r[f"s{i}.sigma"] for r in rows if f"s{i}.sigma" in r]
+    return round(sum(v > 0 for v in s) / len(s), 4) if s else None
 
 def train(config, resume:bool=False, overwrite:bool=False, progress:bool=True) -> dict:
     "Train the run `config` describes (a TrainConfig, dict, JSON text or file); returns the run's summary."
