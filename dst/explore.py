@@ -27,10 +27,10 @@ from .distill.str_loss import str_maps, str_loss, search_weight, map_mse
 # %% auto #0
 __all__ = ['FIXTURE_SEQUENCES', 'BASELINES', 'UNTRAINED', 'GREEN', 'RED', 'YELLOW', 'STR_TERMS', 'STR_COLUMNS', 'STR_UNTRAINED',
            'fixture_sequences', 'synth_sequences', 'explorer_sequences', 'run_path', 'run_checkpoints',
-           'explorer_models', 'record_responses', 'search_window', 'Response', 'last_response', 'draw_box',
-           'draw_frame', 'response_image', 'message_image', 'png', 'TrackRun', 'RunCache', 'TrackerExplorer',
-           'tracker_explorer', 'valid_box', 'str_pair', 'str_forward', 'layer_maps', 'str_compare', 'str_figure',
-           'figure_png', 'STRExplorer', 'str_explorer']
+           'explorer_models', 'search_window', 'Response', 'last_response', 'draw_box', 'draw_frame', 'response_image',
+           'message_image', 'png', 'TrackRun', 'RunCache', 'TrackerExplorer', 'tracker_explorer', 'valid_box',
+           'str_pair', 'str_forward', 'layer_maps', 'str_compare', 'str_figure', 'figure_png', 'STRExplorer',
+           'str_explorer']
 
 # %% ../nbs/85_explore.ipynb #05dc3652
 FIXTURE_SEQUENCES = (("otb100", "otb", ("Crossing", "Football1")), ("vot2019", "vot2019", None))  # (dataset, folder in the fixtures, names)
@@ -101,19 +101,6 @@ def explorer_models(models=None, run_dir=None, untrained=UNTRAINED, baselines=BA
     return {**out, **{f"untrained {a}": a for a in untrained}, **baselines}
 
 # %% ../nbs/85_explore.ipynb #8154d8d5
-class _Recorder:
-    "Stands in for a tracker's network: passes everything through and keeps the raw output of the last `search`."
-    def __init__(self, net): self.net, self.last = net, None
-    def __getattr__(self, name): return getattr(self.__dict__["net"], name)
-    def search(self, x, *kernels):
-        self.last = self.net.search(x, *kernels)
-        return self.last
-
-def record_responses(tracker):
-    "Make a Siamese tracker keep its last raw network output; baselines are returned as they are."
-    if isinstance(tracker, (SiamFCTracker, SiamRPNTracker)) and not isinstance(tracker.net, _Recorder): tracker.net = _Recorder(tracker.net)
-    return tracker
-
 def search_window(tracker):
     "(centre xy, side in image px, side in network px) of the search crop the tracker's next `update` uses; None for baselines."
     if isinstance(tracker, SiamFCTracker): return tracker.center.copy(), float(tracker.x_sz), int(tracker.hp["instance_size"])
@@ -138,19 +125,12 @@ class Response:
     def footprint(self) -> np.ndarray: return cxcywh_px_to_xywh(np.r_[self.center, [self.score.shape[0] * self.cell] * 2])
 
 def last_response(tracker, window) -> Response|None:
-    "The response map of the tracker's last `update` (see above), given the `search_window` noted before it."
-    rec = getattr(tracker, "net", None)
-    if window is None or not isinstance(rec, _Recorder) or rec.last is None: return None
+    "The network's map of the tracker's last `update` (`tracker.last['raw']`), given the `search_window` noted before it."
+    last = getattr(tracker, "last", None) or {}
+    if window is None or "raw" not in last: return None
     (center, side, instance), p = window, tracker.hp
-    if isinstance(tracker, SiamFCTracker):
-        maps = rec.last[0][:, 0].float().cpu().numpy()
-        grow = tracker.x_sz / side                          # (1 - scale_lr) + scale_lr * scale of the winning map
-        i = int(np.argmin(np.abs((1 - p["scale_lr"]) + p["scale_lr"] * tracker.scales - grow)))
-        return Response(maps[i], center, side * tracker.scales[i], instance, p["total_stride"])
-    cls = rec.last[0].float()
-    k = cls.shape[1] // 2
-    fg = torch.softmax(cls.view(2, -1), 0)[1].view(k, *cls.shape[2:]).amax(0).cpu().numpy()
-    return Response(fg, center, side, instance, p["total_stride"])
+    if isinstance(tracker, SiamFCTracker): side = side * tracker.scales[last["scale_index"]]   # the chosen scale's window
+    return Response(last["raw"], center, side, instance, p["total_stride"])
 
 # %% ../nbs/85_explore.ipynb #4dfb72d5
 GREEN, RED, YELLOW = (0, 255, 0), (0, 0, 255), (0, 255, 255)   # BGR: truth, prediction, search region
@@ -222,7 +202,7 @@ class TrackRun:
             if on_frame: on_frame(k)
             img, t = self.seq.image(k), time.perf_counter()
             if k == 0:
-                self.tracker = record_responses(self.make())
+                self.tracker = self.make()
                 self.tracker.init(img, self.seq.boxes[0])
                 box, score, resp = np.asarray(self.seq.boxes[0], dtype=np.float64), float("nan"), None
             else:

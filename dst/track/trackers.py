@@ -199,10 +199,10 @@ class SiamFCTracker(_SiameseBase):
         t0 = time.perf_counter()
         x = self._input(self._crops(image, self.x_sz * self.scales, p["instance_size"]))
         t1 = time.perf_counter()
-        resp = self._forward(self.infer.search, x, *self.kernels)[0][:, 0].float().cpu().numpy()
+        raw = self._forward(self.infer.search, x, *self.kernels)[0][:, 0].float().cpu().numpy()
         t2 = time.perf_counter()
-        up = resp.shape[-1] * p["response_up"]
-        resp = np.stack([cv2.resize(r, (up, up), interpolation=cv2.INTER_CUBIC) for r in resp])
+        up = raw.shape[-1] * p["response_up"]
+        resp = np.stack([cv2.resize(r, (up, up), interpolation=cv2.INTER_CUBIC) for r in raw])
         resp[:n // 2] *= p["scale_penalty"]; resp[n // 2 + 1:] *= p["scale_penalty"]
         i = int(np.argmax(resp.reshape(n, -1).max(1)))
         r, score = resp[i] - resp[i].min(), float(resp[i].max())
@@ -215,7 +215,8 @@ class SiamFCTracker(_SiameseBase):
         s = (1 - p["scale_lr"]) + p["scale_lr"] * self.scales[i]
         self.size, self.z_sz, self.x_sz = self.size * s, self.z_sz * s, self.x_sz * s
         self._clip(image.shape, prev)
-        self.last = dict(response=r.astype(np.float32), score=score, scale_index=i, t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
+        self.last = dict(response=r.astype(np.float32), raw=raw[i], score=score, scale_index=i,   # raw: the network's map of that scale
+                         t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), score
 
 # %% ../../nbs/50_trackers.ipynb #b8dbf255
@@ -279,6 +280,7 @@ class SiamRPNTracker(_SiameseBase):
         self.size = self.size * (1 - lr) + np.array([w[i], h[i]]) / scale_z * lr
         self._clip(image.shape, prev)
         self.last = dict(response=pscore.reshape(K2 // 2, S, S).astype(np.float32), score=float(score[i]), index=i,
+                         raw=score.reshape(K2 // 2, S, S).max(0).astype(np.float32),          # raw: best anchor's foreground probability
                          t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), float(score[i])
 
