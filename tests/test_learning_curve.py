@@ -23,8 +23,15 @@ def synth(tmp_path_factory):
     return root
 
 
-def test_learning_curve_runs_and_training_helps(synth, tmp_path):
-    torch.set_num_threads(1)
+@pytest.fixture
+def one_thread():
+    "One torch thread for this test, restored after it (other tests compare runs across processes)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_learning_curve_runs_and_training_helps(synth, tmp_path, one_thread):
     tr, te = load_dataset("synth", synth, split="train"), load_dataset("synth", synth, split="test")
     cfg = TrainConfig(students=["siamfc@0.25"], losses=["gt"], epochs=2, pairs_per_epoch=160, batch_size=8,
                       data=[dict(dataset="synth", root=str(synth), split="train", sequences=[s.name for s in tr[:7]])],

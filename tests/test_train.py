@@ -112,8 +112,9 @@ def test_cli_sigkill_then_resume_is_bit_exact(synth, reference, tmp_path, capsys
     cfg, ref = reference
     out = tmp_path/"run"
     (tmp_path/"cfg.json").write_text(json.dumps(dict(cfg, out=str(out))))
+    env = {**ENV, "OMP_NUM_THREADS": str(torch.get_num_threads())}   # the reference's thread count: the same sums
     p = subprocess.Popen([sys.executable, "-m", "dst", "train", "--config", str(tmp_path/"cfg.json"), "--quiet"],
-                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while not (out/"state.pt").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()

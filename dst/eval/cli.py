@@ -46,8 +46,9 @@ def _check_results_dir(d:Path, sequences, protocol, layout, name):
     is_vot = str(protocol if protocol is not None else name).lower().startswith("vot")
     lay = results_layout(layout or ("vot" if is_vot else name or d.parent.name))
     if any(sequence_files(d, s.name, lay)["boxes"].is_file() or (d/s.name).is_dir() or (d/"baseline"/s.name).is_dir() for s in sequences): return
-    subs = sorted(p.name for p in d.iterdir() if p.is_dir())[:5]
-    raise DSTError(f"{d}: no results of any of the {len(sequences)} sequence(s) (e.g. {sequences[0].name}); expected the tracker's folder "
+    subs = sorted(p.name for p in d.iterdir() if p.is_dir() and p.name != "times")[:5]    # times/: the got10k toolkit's
+    first = sequence_files(d, sequences[0].name, lay)["boxes"]
+    raise DSTError(f"{first}: results file is missing, as are those of all {len(sequences)} sequence(s) in {d}; expected the tracker's folder "
                    f"OUT/BENCHMARK/TRACKER" + (f" (this folder holds {', '.join(subs)}: one of those, or a level below?)" if subs else ""))
 
 def evaluate(sequences:list, results_dir, protocol=None, layout=None, attributes:bool=True) -> dict:

@@ -131,7 +131,8 @@ def _check_model(model):
     if isinstance(model, (str, Path)):
         s = str(model)
         from dst.track.onnx_backend import is_onnx_model
-        if Path(s).is_dir() and not is_onnx_model(s):
+        if is_onnx_model(s): return                           # a `dst export-onnx` folder
+        if Path(s).is_dir():
             raise DSTError(f"--model {s!r} is a folder, expected a checkpoint file, an ONNX export folder, an architecture name or a baseline")
         if not Path(s).is_file() and ("/" in s or os.sep in s or s.lower().endswith(WEIGHT_SUFFIXES)):
             raise DSTError(f"--model {s!r}: no such checkpoint file")
