@@ -402,8 +402,9 @@ def _workers(pid: int) -> tuple:
 def _start_parallel_track(fixtures, out):
     p = subprocess.Popen([DST, "track", "--model", "siamfc", "--dataset", "otb", "--root", str(fixtures / "otb"),   # the full teacher: seconds of work
                           "--out", str(out), "--sequences", "Crossing", "Football1", "--workers", "2", "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    t0 = time.time()
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as from a terminal, even when
+    t0 = time.time()                                          # the test itself runs as a background job (SIGINT ignored)
     while time.time() - t0 < 90:                              # until both workers are up (they import torch)
         kids, helpers = _workers(p.pid)
         if len(kids) == 2 and (out / "OTB100/siamfc/tracker.json").is_file():
