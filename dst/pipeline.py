@@ -13,8 +13,9 @@ from .core import DSTError, provenance, repo_root, save_json, get_device, resolv
 __all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'STAGES', 'STAGE_DIRS', 'STAGE_NOTEBOOKS',
            'PAPER_ITEMS', 'COMMON', 'PUBLISH_SKIP', 'check_scale', 'arch_name', 'family_models', 'budget', 'stage_dir',
            'rel', 'fingerprint', 'upstream', 'read_stage', 'begin_stage', 'finish_stage', 'ensure_synth',
-           'student_plan', 'final_loss', 'run_models', 'parse_params', 'notebook_path', 'declared', 'stage_state',
-           'run_stage', 'run_report', 'default_out', 'run_pipeline', 'publish', 'report_summary', 'add_cli']
+           'training_data', 'data_record', 'read_training_data', 'student_plan', 'final_loss', 'run_models',
+           'parse_params', 'notebook_path', 'declared', 'stage_state', 'run_stage', 'run_report', 'default_out',
+           'run_pipeline', 'publish', 'report_summary', 'add_cli']
 
 # %% ../nbs/75_pipeline.ipynb #c64c1580
 SCALES = {
@@ -131,9 +132,11 @@ def begin_stage(run_dir, stage:str, params:dict) -> tuple:
 
 def finish_stage(run_dir, stage:str, params:dict, t0:float, **fields) -> dict:
     "Write the stage's `metrics.json` (last, atomically): the fields, parameters, upstream fingerprints, provenance, seconds."
+    dev = get_device(params.get("device", "auto"))
     m = dict(stage=stage, scale=params.get("scale"), family=params.get("family"), **fields, parameters=params,
              upstream=upstream(run_dir, stage), seconds=round(time.time() - t0, 2),
-             provenance=provenance(seed=params.get("seed"), scale=params.get("scale")))
+             provenance=provenance(seed=params.get("seed"), scale=params.get("scale"),
+                                   precision=precision_note(resolve_precision(params.get("precision", "auto"), dev), dev)))
     save_json(m, stage_dir(run_dir, stage)/"metrics.json")
     return m
 
@@ -147,6 +150,30 @@ def ensure_synth(run_dir, scale:str="smoke", seed:int=0, progress:bool=True) -> 
     r = generate(root, overwrite=True, progress=progress, **kw)
     save_json(dict(args=kw, result=r), marker)
     return root
+
+# %% ../nbs/75_pipeline.ipynb #35b4f231
+def training_data(run_dir, scale:str="smoke", seed:int=0, train_dataset:str="synth", train_root:str="", mix_dataset:str="got10k",
+                  mix_root:str="", mix_weight:float=0.5, mix_frame_filter:str="small", progress:bool=True) -> list[dict]:
+    "The `TrainConfig.data` entries of a run: the synthetic train split (or `train_root`), mixed with `mix_root` at `mix_weight`."
+    if train_root: main = dict(dataset=train_dataset, root=str(Path(train_root).resolve()), split="train", frame_filter="siamfc")
+    else: main = dict(dataset="synth", root=str(ensure_synth(run_dir, scale, seed, progress)), split="train", frame_filter="permissive")
+    if not mix_root: return [main]
+    if not Path(mix_root).is_dir(): raise DSTError(f"mix_root {mix_root}: no such folder (a GOT-10k-layout root with a train split, e.g. ../shared/realtrain)")
+    if not 0 < float(mix_weight) < 1: raise DSTError(f"mix_weight = {mix_weight!r}: expected a share of the epoch strictly between 0 and 1")
+    mix = dict(dataset=mix_dataset, root=str(Path(mix_root).resolve()), split="train", frame_filter=mix_frame_filter, weight=float(mix_weight))
+    return [dict(main, weight=1 - float(mix_weight)), mix]
+
+def data_record(run_dir, data:list) -> list[dict]:
+    "`data` as a receipt stores it: roots inside the run folder relative to it, others absolute."
+    inside = lambda p: Path(p).resolve().is_relative_to(Path(run_dir).resolve())
+    return [dict(d, root=rel(run_dir, d["root"]) if inside(d["root"]) else d["root"]) for d in data]
+
+def read_training_data(run_dir) -> list[dict]:
+    "The training sources stage 1 recorded, with absolute roots (also from receipts written before the mix: one dict)."
+    d = read_stage(run_dir, "teacher")["data"]
+    if isinstance(d, dict):   # an older receipt: {dataset, root, real}
+        d = [dict(dataset=d["dataset"], root=d["root"], split="train", frame_filter="siamfc" if d["real"] else "permissive")]
+    return [dict(x, root=str(Path(run_dir)/x["root"]) if not Path(x["root"]).is_absolute() else x["root"]) for x in d]
 
 # %% ../nbs/75_pipeline.ipynb #4b5fa9aa
 def _losses_key(losses) -> frozenset: return frozenset(losses)

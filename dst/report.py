@@ -18,7 +18,7 @@ __all__ = ['STAGES', 'STAGE_COMMANDS', 'BENCHMARKS', 'BENCH_PROTOCOLS', 'FAMILIE
            'PAPER_FAMILY', 'PAPER_COLUMNS', 'HEADLINE_COLUMNS', 'Run', 'resolve_run_dir', 'load_run', 'example_run',
            'default_paper_path', 'paper_numbers', 'paper_status', 'paper_frame', 'scores_frame', 'bench_scores',
            'paper_name', 'table_models', 'model_fps', 'with_paper_names', 'beside', 'markdown_table', 'dataset_phrase',
-           'provenance_note', 'report_dir', 'save_item', 'headline_table', 'headline_text']
+           'training_phrase', 'provenance_note', 'report_dir', 'save_item', 'headline_table', 'headline_text']
 
 # %% ../nbs/82_report.ipynb #a0c597bf
 STAGES = ("1_teacher", "2_select", "3_students", "4_benchmark")
@@ -343,12 +343,20 @@ def _device(run:Run, stage:str) -> str|None:
         if devs: return " / ".join(map(str, devs))
     return run.provenance(stage).get("device")
 
+def training_phrase(run:Run) -> str|None:
+    "The training sources stage 1 recorded, in words with their shares of an epoch; None before stage 1."
+    if not run.has("1_teacher") or not (d := run.stage("1_teacher").get("data")): return None
+    name = lambda x: "the synthetic train split" if x["dataset"] == "synth" else f"{x['dataset']} {Path(x['root']).name}"
+    return "trained on " + " + ".join(name(x) + (f" ({x['weight']:.0%})" if x.get("weight") is not None else "")
+                                      for x in ([d] if isinstance(d, dict) else d))
+
 def provenance_note(run:Run, dataset_key=None, stage:str="4_benchmark") -> str:
-    "A plain sentence: scale, family, data (real or synthetic stand-in, sequences), device, commit and date."
+    "A plain sentence: scale, family, data (real or synthetic stand-in, sequences), training data, device, precision, commit and date."
     what = f"{run.scale} scale, {FAMILIES.get(run.family, run.family)} family"
     parts = [what + (f", {dataset_phrase(run, dataset_key)}" if dataset_key is not None else "")]
+    if (tp := training_phrase(run)): parts.append(tp)
     prov = run.provenance(stage)
-    if (dev := _device(run, stage)): parts.append(str(dev))
+    if (dev := _device(run, stage)): parts.append(str(dev) + (f", {prov['precision']}" if prov.get("precision") else ""))
     if prov.get("commit"):
         parts.append(f"commit {prov['commit'][:7]}{' (with uncommitted changes)' if prov.get('dirty') else ''}"
                      + (f" of {str(prov['time'])[:10]}" if prov.get("time") else ""))
