@@ -44,16 +44,32 @@ def test_design_card_packages_are_required(root):
     assert "nbdev<3" in _settings(root)["dev_requirements"].split()
 
 
-def test_layout_and_two_commands(root):
+def test_layout_and_readme_commands(root):
     for p in ["nbs", "dst", "data_manifests", "tests", "settings.ini", "environment.yml", "Makefile", "README.md",
               ".ci/run", ".gitignore", "setup.py"]:
         assert (root / p).exists(), p
     readme = (root / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
-    assert "make test" in (root / ".ci/run").read_text()
-    mk = (root / "Makefile").read_text()
-    assert re.search(r"^demo:", mk, re.M) and re.search(r"^test:", mk, re.M)
-    assert "torch==2.13.0" in mk, "torch must be pinned before the editable install pulls a CUDA build"
+    assert re.search(r"^make test", (root / ".ci/run").read_text(), re.M), "CI must run the README's test command"
+
+
+def _make_plan(root, target):
+    """The commands `make TARGET` would run on a fresh clone: a dry run with every prerequisite out of date."""
+    r = subprocess.run(["make", "-n", "-B", "-C", str(root), target], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [l for l in r.stdout.splitlines() if not l.startswith("make")]
+
+
+@pytest.mark.parametrize("target, runs", [("demo", [r"/dst demo\b"]),
+                                          ("test", [r"/dst dev check-sync\b", r"nbdev_test --path \.", r"/pytest tests\b"])])
+def test_each_command_sets_up_then_runs(root, target, runs):
+    plan = _make_plan(root, target)
+    first = lambda pat: next((i for i, l in enumerate(plan) if re.search(pat, l)), None)
+    torch, editable = first(r"pip install .*torch==2\.13\.0"), first(r"pip install .*-e \"?\.")
+    assert torch is not None and editable is not None and torch < editable, \
+        "torch must be pinned (the local CPU wheel) before the editable install can pull a CUDA build:\n" + "\n".join(plan)
+    steps = [first(p) for p in runs]
+    assert None not in steps and steps == sorted(steps) and steps[0] > editable, (runs, plan)
 
 
 def test_tags_survive_nbdev_clean(root):
