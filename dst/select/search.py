@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..core import DSTError, atomic_write, save_json, provenance, get_device
+from ..core import DSTError, atomic_write, save_json, provenance, get_device, rng_state, set_rng_state
 from ..models.siamese import SiamNet, check_spec, size_mb
 from ..models.zoo import get_spec
+from ..models.refs import parse_ref, resolve_model
 from ..data.pairs import FrameFilter
 from .candidate import make_pairs, candidate_accuracy, evaluate, toy_sequences
 
@@ -277,19 +278,11 @@ def derive_seed(*parts) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 def load_teacher(teacher) -> tuple:
-    "`(spec, model or None, name)` of a teacher given as a spec dict, a spec .json file, a checkpoint, or a registered name."
-    if isinstance(teacher, dict): return copy.deepcopy(teacher), None, teacher.get("name", "teacher")
-    p = Path(str(teacher))
-    if p.suffix == ".json" and p.is_file():
-        try: spec = json.loads(p.read_text())
-        except json.JSONDecodeError as e: raise DSTError(f"{p}: not a JSON spec ({e})") from None
-        return spec, None, spec.get("name", p.stem)
-    if p.is_file():
-        from dst.models.checkpoint import load_model
-        m = load_model(str(p)); return copy.deepcopy(m.spec), m, m.spec.get("name", p.stem)
-    if p.suffix == ".json": raise DSTError(f"teacher spec {p}: no such file")
-    try: return get_spec(str(teacher)), None, str(teacher)
-    except DSTError as e: raise DSTError(f"teacher {teacher!r}: not a file, and {e}") from None
+    "`(spec, model or None, name)` of a teacher reference (`parse_ref`): a checkpoint is loaded, a spec or zoo name is not built."
+    info = parse_ref(teacher)
+    if "spec" in info: return info["spec"], None, (teacher.get("name", "teacher") if isinstance(teacher, dict) else info["name"])
+    m, info = resolve_model(teacher)
+    return copy.deepcopy(m.spec), m, info["name"]
 
 def load_sequences(data, dataset:str="synth", split:str|None=None, out=None, progress:bool=True, names=None) -> list:
     "Sequences `names` (None: all) of `dataset` at `data`; without `data`, the synthetic smoke benchmark (generated into OUT/synth once)."
@@ -347,16 +340,6 @@ def plot_history(history:list, acc_t:float|None=None, title:str="", path=None):
     return fig
 
 # %% ../../nbs/45_select.ipynb #b9942d7c
-def _rng_state() -> dict:
-    np_s = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), numpy=[np_s[0], np_s[1].tolist(), int(np_s[2]), int(np_s[3]), float(np_s[4])],
-                python=json.dumps(random.getstate()))
-
-def _set_rng_state(s:dict):
-    torch.set_rng_state(s["torch"]); n = s["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    v = json.loads(s["python"]); random.setstate((v[0], tuple(v[1]), v[2]))
-
 class StudentSearch:
     "A resumable dull-student search (section 4.1): `run()` takes policy steps until `cfg['steps']`, saving after each."
     def __init__(self, seqs=None, **params):
@@ -405,7 +388,7 @@ class StudentSearch:
         for h in self.history:
             for cd in h["candidates"]:
                 if cd["valid"] and not cd["cached"]: self.cache[cd["key"]] = (cd["acc"], cd["size_mb"])
-        _set_rng_state(s["rng"])
+        set_rng_state(s["rng"])
 
     def _teacher_accuracy(self) -> float:
         c = self.cfg
@@ -457,7 +440,7 @@ class StudentSearch:
     def save(self):
         "Checkpoint (atomically) and rewrite the history, the best student and the summary."
         state = dict(version=1, config=self._fixed_cfg(), step=self.step, acc_t=self.acc_t, policy=self.policy.state_dict(),
-                     optimizer=self.opt.state_dict(), baseline=self.baseline.state_dict(), history=self.history, rng=_rng_state())
+                     optimizer=self.opt.state_dict(), baseline=self.baseline.state_dict(), history=self.history, rng=rng_state())
         with atomic_write(self.state_path, "wb") as f: torch.save(state, f)
         with atomic_write(self.out/"history.jsonl") as f:
             for h in self.history: f.write(json.dumps({**h, "candidates": [{k: v for k, v in x.items() if k != "key"} for x in h["candidates"]]}) + "\n")

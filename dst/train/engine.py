@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device, PRECISIONS
+from ..core import DSTError, atomic_write, provenance, save_json, seed_everything, get_device, PRECISIONS, rng_state, set_rng_state
 from ..models.siamese import SiamNet, FAMILIES, check_spec, size_mb, count_params, inference_copy
 from ..models.refs import resolve_model
 from ..models.zoo import build_model
@@ -29,8 +29,8 @@ from .ddp import (train_precision, autocast, prepare_model, prepare_input,
 __all__ = ['KT_TERMS', 'TERMS', 'TEACHER_TERMS', 'MECHANISMS', 'ABLATIONS', 'FRAME_FILTERS', 'RUN_CONTROL', 'PAPER_SCHEDULES',
            'STATE_FORMAT', 'RUN_FILES', 'table_losses', 'mechanism_of', 'TrainConfig', 'config_diff', 'lr_at',
            'paper_config', 'response_size', 'check_networks', 'build_dataset', 'batch_target', 'teacher_str_maps',
-           'str_from_maps', 'Actor', 'train_step', 'rng_state', 'set_rng_state', 'save_state', 'load_state',
-           'read_metrics', 'MetricsLog', 'Trainer', 'train', 'synthetic_batch', 'step_time_ratio']
+           'str_from_maps', 'Actor', 'train_step', 'save_state', 'load_state', 'read_metrics', 'MetricsLog', 'Trainer',
+           'train', 'synthetic_batch', 'step_time_ratio']
 
 # %% ../../nbs/40_engine.ipynb #a76e9516
 KT_TERMS = ("gt", "ts", "ah", "str")              # kt_objective's parts
@@ -335,21 +335,6 @@ def train_step(actor:Actor, optimizers:list, batch:dict, epoch:int, grad_clip:fl
 
 # %% ../../nbs/40_engine.ipynb #9911824c
 STATE_FORMAT = "dst-train-state/1"
-
-def rng_state() -> dict:
-    "The random states of torch (CPU, CUDA), NumPy and Python, as checkpoint-safe data."
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    d = dict(torch=torch.get_rng_state(), python=random.getstate(),
-             numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), cached=float(cached)))
-    if torch.cuda.is_available(): d["cuda"] = torch.cuda.get_rng_state_all()
-    return d
-
-def set_rng_state(d:dict):
-    "Restore what `rng_state` returned."
-    torch.set_rng_state(d["torch"])
-    n = d["numpy"]; np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    v = d["python"]; random.setstate((v[0], tuple(v[1]), v[2]))
-    if "cuda" in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d["cuda"])
 
 def save_state(path, config:dict, students, optimizers, epoch:int, step_in_epoch:int, global_step:int,
                lr:float, finished:bool=False) -> Path:
