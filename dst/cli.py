@@ -20,7 +20,7 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.models.refs",
     "dst.models.convert",
     "dst.models.export",
-    "dst.select.search",
+    "dst.select.cli",
     "dst.train.cli",
     "dst.track.runners",
     "dst.track.onnx_backend",

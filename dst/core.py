@@ -13,9 +13,9 @@ import torch
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'BF16_CPU_FLAGS', 'DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh',
-           'iou_xywh', 'seed_everything', 'get_device', 'cpu_flags', 'bf16_feature', 'resolve_precision',
-           'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir', 'fixtures_dir', 'atomic_write',
-           'save_json', 'writable_dir', 'command_group', 'provenance']
+           'iou_xywh', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'cpu_flags', 'bf16_feature',
+           'resolve_precision', 'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir',
+           'fixtures_dir', 'atomic_write', 'save_json', 'writable_dir', 'command_group', 'provenance']
 
 # %% ../nbs/00_core.ipynb #63457ff1
 class DSTError(ValueError):
@@ -68,6 +68,25 @@ def get_device(device:str="auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DSTError(f"device {device!r} was asked for but CUDA is not available on this machine; use --device cpu")
     return dev
+
+# %% ../nbs/00_core.ipynb #be316a4b
+def rng_state() -> dict:
+    "The random states of torch (CPU, CUDA), NumPy and Python, as checkpoint-safe data."
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    d = dict(torch=torch.get_rng_state(), python=random.getstate(),
+             numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), cached=float(cached)))
+    if torch.cuda.is_available(): d["cuda"] = torch.cuda.get_rng_state_all()
+    return d
+
+def set_rng_state(d:dict):
+    "Restore what `rng_state` returned (or the older list/JSON layout of search checkpoints)."
+    torch.set_rng_state(d["torch"])
+    n = d["numpy"]
+    if isinstance(n, dict): n = (n["kind"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"])
+    np.random.set_state((n[0], np.asarray(n[1]).astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    v = json.loads(d["python"]) if isinstance(d["python"], str) else d["python"]   # JSON text: the older layout
+    random.setstate((v[0], tuple(v[1]), v[2]))
+    if "cuda" in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d["cuda"])
 
 # %% ../nbs/00_core.ipynb #7a3b090e
 PRECISIONS = ("auto", "fp32", "bf16")

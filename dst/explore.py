@@ -21,7 +21,7 @@ from .data.sequences import Sequence
 from .data.synth import generate, load_synth
 from .eval.metrics import center_error, sequence_curves, curve_scores
 from .track.trackers import SiamFCTracker, SiamRPNTracker, make_tracker, to_tensor
-from .models.checkpoint import load_model
+from .models.refs import load_model
 from .distill.str_loss import str_maps, str_loss, search_weight, map_mse
 
 # %% auto #0

@@ -81,7 +81,7 @@ def budget(scale:str, stage:str, family:str="siamfc", **given) -> dict:
     b = dict(SCALES[scale][stage])
     if stage in ("teacher", "students"):
         if scale == "full":
-            from dst.train.engine import PAPER_SCHEDULES
+            from dst.train.config import PAPER_SCHEDULES
             b.update({k: v for k, v in PAPER_SCHEDULES[family].items() if k in ("epochs", "warmup_epochs", "pairs_per_epoch", "batch_size")})
         if family == "siamfc": b["warmup_epochs"] = 0
     b.update({k: v for k, v in given.items() if v is not None})
@@ -181,7 +181,7 @@ def _losses_key(losses) -> frozenset: return frozenset(losses)
 def student_plan(family:str, dull, intelligent:str, teacher_base:tuple, mechanisms="NOKD,TSKD,TSsKD", ablations="all",
                  n_students="1,2,3", more_students=MORE_STUDENTS, shrink:float=1.0) -> dict:
     "Runs to train (key, losses, students with roles) and which model answers each cell of Tables 4, 5 and Fig. 6."
-    from dst.train.engine import MECHANISMS, ABLATIONS, table_losses
+    from dst.train.config import MECHANISMS, ABLATIONS, table_losses
     mechs = [m.strip() for m in (mechanisms.split(",") if isinstance(mechanisms, str) else mechanisms) if m.strip()]
     if bad := [m for m in mechs if m not in MECHANISMS]: raise DSTError(f"mechanisms {bad}: expected some of {list(MECHANISMS)}")
     rows = [r for r in ABLATIONS if family == "siamfc" and not r.startswith("AH") or family != "siamfc"] if ablations == "all" else \

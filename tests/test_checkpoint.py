@@ -4,7 +4,8 @@ import argparse
 import pytest
 import torch
 
-from dst.models.checkpoint import CKPT_FORMAT, load_checkpoint, load_model, save_checkpoint, torch_load
+from dst.models.checkpoint import CKPT_FORMAT, load_checkpoint, save_checkpoint, torch_load
+from dst.models.refs import load_model
 from dst.models.siamese import size_mb
 from dst.models.zoo import build_model, get_spec
 

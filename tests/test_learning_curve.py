@@ -12,7 +12,8 @@ from dst.data.synth import generate
 from dst.eval.curve import learning_curve, plot_learning_curve, student_at, tracking_auc
 from dst.models.zoo import get_spec
 from dst.select.candidate import make_pairs
-from dst.train.engine import TrainConfig, read_metrics
+from dst.train.config import TrainConfig
+from dst.train.engine import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from dst.core import DSTError
 from dst.models.checkpoint import save_checkpoint, torch_load
 from dst.models.siamese import SiamNet, size_mb
 from dst.models.zoo import get_spec, shrink
-from dst.select import search as S
+from dst.select import policy as P, search as S, space as SP
 from dst.select.candidate import eq7_accuracy, fc_proposals, proposal_overlaps, toy_sequences
 
 TINY = dict(shrink(get_spec("siamfc"), 0.25), template_size=87, search_size=151, name="tiny-siamfc")
@@ -62,43 +62,43 @@ def reference(toys, tmp_path_factory):
 
 def test_toy_policy_converges_to_known_best_action():
     """Reward -sum((a - 0.3)^2): the greedy policy picks 0.3 at every decision."""
-    _, greedy, hist = S.toy_policy_search(steps=160, seed=2)
+    _, greedy, hist = P.toy_policy_search(steps=160, seed=2)
     assert greedy == [0.3] * 5
     assert np.mean(hist[-20:]) > np.mean(hist[:20])
 
 
 def test_every_lstm_parameter_gets_a_gradient_and_changes():
     torch.manual_seed(1)
-    pol = S.Policy(hidden=8, layers=2)
+    pol = P.Policy(hidden=8, layers=2)
     names = [n for n, _ in pol.named_parameters()]
     assert sum(n.startswith("lstm.") for n in names) == 8      # weight_ih/hh, bias_ih/hh for each of 2 layers
     assert set(names) <= set(pol.state_dict())                 # registered: saved and restored with the policy
     opt = torch.optim.Adam(pol.parameters(), lr=0.01)
-    units = S.describe(get_spec("siamrpn"))
+    units = SP.describe(get_spec("siamrpn"))
     g = torch.Generator().manual_seed(0)
     eps = [pol.run(units, generator=g)[0] for _ in range(3)]
     before = {n: p.detach().clone() for n, p in pol.named_parameters()}
-    S.reinforce_update(pol, opt, units, eps, [0.1, 0.7, 0.4], baseline=0.3, credit="each")
+    P.reinforce_update(pol, opt, units, eps, [0.1, 0.7, 0.4], baseline=0.3, credit="each")
     for n, p in pol.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
         assert not torch.equal(p.detach(), before[n]), n
 
 
 def test_reward_eq7_and_baseline_by_hand():
-    assert S.reward(0.5, 0.5, 9.4, 9.4) == 0.0
+    assert SP.reward(0.5, 0.5, 9.4, 9.4) == 0.0
     c = 1 - 0.7 / 9.4
-    assert S.reward(0.45, 0.5, 0.7, 9.4) == pytest.approx(c * (2 - c) * 0.9)
-    assert S.step_reward([1.0, -1.0, 0.5]) == pytest.approx(1 / 6)
+    assert SP.reward(0.45, 0.5, 0.7, 9.4) == pytest.approx(c * (2 - c) * 0.9)
+    assert SP.step_reward([1.0, -1.0, 0.5]) == pytest.approx(1 / 6)
     ov = np.array([[1.0, 0.5, 0.0], [0.25, 0.25, 0.0]])
     assert eq7_accuracy(ov, normalise=False) == pytest.approx(2.0)
     assert eq7_accuracy(ov) == pytest.approx(2.0 / 6)            # normalised by M * N
     boxes, _ = fc_proposals(torch.tensor([[[[0.0, 2.0], [1.0, 0.0]]]]), torch.tensor([[4.0, 4.0]]), 15, 8, top_n=1)
     assert boxes[0, 0].tolist() == [11.0, 3.0, 4.0, 4.0]         # cell (0, 1): centre 7 + 4, 7 - 4
     assert proposal_overlaps(boxes, [[11.0, 3.0, 4.0, 4.0]])[0, 0] == 1.0
-    b = S.EMABaseline(0.9).update(2.0).update(1.0)
+    b = P.EMABaseline(0.9).update(2.0).update(1.0)
     assert b.value == pytest.approx((0.9 * 0.2 + 0.1) / (1 - 0.81))
     with pytest.raises(DSTError, match="teacher accuracy"):
-        S.reward(0.3, 0.0, 1.0, 2.0)
+        SP.reward(0.3, 0.0, 1.0, 2.0)
 
 
 # ---------------------------------------------------------------- smoke searches
@@ -115,7 +115,7 @@ def test_smoke_search_siamfc(reference):
         assert h["reward"] == pytest.approx(np.mean([c["reward"] for c in h["candidates"]]))      # eq. 8
         for c in h["candidates"]:
             assert set(c) >= {"actions", "scales", "widths", "kernels", "acc", "size_mb", "compression", "reward", "valid"}
-            assert c["reward"] == pytest.approx(S.reward(c["acc"], summ["teacher"]["acc"], c["cost"], summ["teacher"]["cost"]))   # default cost
+            assert c["reward"] == pytest.approx(SP.reward(c["acc"], summ["teacher"]["acc"], c["cost"], summ["teacher"]["cost"]))   # default cost
             assert c["params_x"] == pytest.approx(summ["teacher"]["size_mb"] / c["size_mb"]) and c["flops_x"] > 1
     assert hist[0]["baseline"] == 0.0 and hist[1]["baseline"] == pytest.approx(hist[0]["reward"])
     student = json.loads((out / "student.json").read_text())
@@ -129,7 +129,7 @@ def test_smoke_search_siamfc(reference):
     # the saved policy has learned: every LSTM tensor differs from its seeded initialisation
     state = torch_load(out / "state.pt", what="search state")
     torch.manual_seed(S.derive_seed(0, 3))
-    init = S.Policy().state_dict()
+    init = P.Policy().state_dict()
     assert all(not torch.equal(state["policy"][k], v) for k, v in init.items() if k.startswith("lstm."))
 
 
@@ -227,15 +227,15 @@ def test_cost_term_of_the_reward():
     from dst.models.zoo import build_model, get_spec
     t, s = get_spec("siamfc"), get_spec("siamfc@0.27")
     assert S.resolve_params()["cost"] == "params_flops"
-    assert S.spec_flops(s) == frame_flops(build_model("siamfc@0.27"))            # meta-device count = the benchmark's
-    assert S.spec_cost(s, "params") == pytest.approx(S.spec_size_mb(s))
-    rp, rf = (S.spec_cost(s, c) / S.spec_cost(t, c) for c in ("params", "flops"))
-    assert S.spec_cost(s, "params_flops") / S.spec_cost(t, "params_flops") == pytest.approx((rp * rf) ** 0.5)
-    assert 0 < S.spec_cost(s, "latency") < S.spec_cost(t, "latency") * 10
+    assert SP.spec_flops(s) == frame_flops(build_model("siamfc@0.27"))            # meta-device count = the benchmark's
+    assert SP.spec_cost(s, "params") == pytest.approx(SP.spec_size_mb(s))
+    rp, rf = (SP.spec_cost(s, c) / SP.spec_cost(t, c) for c in ("params", "flops"))
+    assert SP.spec_cost(s, "params_flops") / SP.spec_cost(t, "params_flops") == pytest.approx((rp * rf) ** 0.5)
+    assert 0 < SP.spec_cost(s, "latency") < SP.spec_cost(t, "latency") * 10
     with pytest.raises(DSTError, match="cost 'watts'"):
         S.resolve_params(cost="watts")
     with pytest.raises(DSTError, match="expected one of"):
-        S.spec_cost(t, "watts")
+        SP.spec_cost(t, "watts")
 
 
 def test_search_scales_agree_with_the_pipeline():

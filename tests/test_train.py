@@ -13,8 +13,10 @@ import torch
 
 from dst.core import DSTError
 from dst.models.checkpoint import load_checkpoint
-from dst.train.engine import (MECHANISMS, Actor, Trainer, TrainConfig, read_metrics, load_state, synthetic_batch,
-                              train, train_step)
+from dst.train.config import MECHANISMS, TrainConfig
+from dst.train.engine import Trainer, read_metrics, load_state, train
+from dst.train.step import Actor, train_step
+from dst.train.timing import synthetic_batch
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 pytestmark = pytest.mark.filterwarnings("ignore:teacher .* has freshly initialised weights")   # random teachers are fine here
@@ -159,7 +161,7 @@ def test_ddp_two_processes_gloo(synth, tmp_path):
     res = json.loads((out/"res0.json").read_text())
     assert res["world"] == 2 and res["ranks_agree"] and res["steps"] == 2 and res["steps_per_epoch"] == 2   # 8 pairs / (2 x 2)
     init = TrainConfig(**cfg_dict(synth, out))
-    from dst.train.engine import resolve_model
+    from dst.models.refs import resolve_model
     net0, _ = resolve_model(init.students[0], init.seed + 1)
     assert not torch.equal(net0.state_dict()["backbone.layers.0.conv.weight"], w0["s0"]["backbone.layers.0.conv.weight"])  # it trained
     assert_same_weights(weights(out/"students/s0.pt"), w0["s0"])                       # rank 0 saved what it holds
@@ -257,7 +259,7 @@ def test_forced_fp32_matches_plain_layout(synth, tmp_path):
 def test_weighted_mix_of_synthetic_and_realtrain(synth, tmp_path):
     """Synthetic at weight 3 and the real drone clips at weight 1 (their own small-target filter) share each epoch 3:1."""
     from dst.core import shared_dir
-    from dst.train.engine import build_dataset
+    from dst.train.step import build_dataset
     rt = shared_dir()/"realtrain" if shared_dir() is not None else None
     if rt is None or not rt.is_dir(): pytest.skip("../shared/realtrain is absent")
     cfg = TrainConfig(**cfg_dict(synth, tmp_path/"mix", pairs_per_epoch=16, data=[

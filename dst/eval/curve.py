@@ -16,7 +16,9 @@ from ..distill.tracking import gt_loss
 from ..models.checkpoint import torch_load
 from ..models.siamese import SiamNet
 from ..select.candidate import PairSet
-from ..train.engine import TrainConfig, read_metrics, resolve_model, train
+from ..models.refs import resolve_model
+from ..train.config import TrainConfig
+from ..train.engine import read_metrics, train
 from ..track.trackers import tracker_for
 from ..track.runners import track_ope
 from .metrics import sequence_curves, curve_scores

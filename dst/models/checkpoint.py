@@ -17,8 +17,7 @@ from .zoo import ARCHS, get_spec
 
 # %% auto #0
 __all__ = ['CLIP_RULES', 'DST_TRACKER', 'CKPT_FORMAT', 'RESERVED', 'WEIGHT_SUFFIXES', 'check_tracker_meta', 'tracker_meta',
-           'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff', 'check_finite', 'load_checkpoint',
-           'load_model']
+           'save_checkpoint', 'torch_load', 'check_state_dict', 'spec_diff', 'check_finite', 'load_checkpoint']
 
 # %% ../../nbs/25_checkpoints.ipynb #9d23e15a
 CLIP_RULES = ("inside", "edge", "none")      # centre within [0, W-1] (dst), within [0, W] (DaSiamRPN, pysot), never (siamfc-pytorch)
@@ -188,13 +187,4 @@ def load_checkpoint(path, map_location="cpu", arch=None) -> tuple:
     return model.to(map_location).eval(), obj
 
 # %% ../../nbs/25_checkpoints.ipynb #2abf39ef
-WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".model", ".tar", ".bin")
-
-def load_model(arch_or_ckpt, map_location="cpu") -> SiamNet:
-    "A network in eval mode from a checkpoint path, a registered name (`name@scale` shrinks it) or a spec dict."
-    if isinstance(arch_or_ckpt, dict): return SiamNet(arch_or_ckpt).to(map_location).eval()
-    s = str(arch_or_ckpt)
-    if Path(s).is_file(): return load_checkpoint(s, map_location)[0]
-    if s.partition("@")[0] in ARCHS: return SiamNet(get_spec(s)).to(map_location).eval()
-    if os.sep in s or "/" in s or s.lower().endswith(WEIGHT_SUFFIXES): raise DSTError(f"checkpoint {s!r}: no such file")
-    raise DSTError(f"{s!r} is neither a checkpoint file nor a registered architecture; known: {', '.join(ARCHS)} (append @SCALE to shrink)")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".model", ".tar", ".bin")   # what names a weights file

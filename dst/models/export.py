@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..core import DSTError, save_json
-from .checkpoint import load_model
+from .refs import load_model
 
 # %% auto #0
 __all__ = ['TemplateBranch', 'SearchBranch', 'StaticSearch', 'io_names', 'template_sha1', 'export_onnx', 'check_onnx', 'add_cli']

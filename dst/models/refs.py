@@ -16,7 +16,8 @@ from .zoo import ARCHS, get_spec
 from .checkpoint import load_checkpoint, WEIGHT_SUFFIXES
 
 # %% auto #0
-__all__ = ['weights_dir', 'shipped_models', 'shipped_teacher', 'resolve_model', 'trained_table', 'add_cli']
+__all__ = ['weights_dir', 'shipped_models', 'shipped_teacher', 'parse_ref', 'resolve_model', 'load_model', 'trained_table',
+           'add_cli']
 
 # %% ../../nbs/25a_refs.ipynb #6b0a394d
 def weights_dir() -> Path:
@@ -40,27 +41,37 @@ def shipped_teacher(family:str, root=None) -> tuple|None:
 # %% ../../nbs/25a_refs.ipynb #26e0c58f
 def _looks_like_path(s:str) -> bool: return os.sep in s or "/" in s or s.lower().endswith((*WEIGHT_SUFFIXES, ".json"))
 
-def resolve_model(ref, seed:int|None=None, map_location="cpu") -> tuple:
-    "`(network, info)` from a network, spec dict, spec .json, checkpoint file, shipped name or zoo name (`NAME@SCALE`)."
-    if isinstance(ref, nn.Module): return ref, dict(ref="module", source="module", name=getattr(ref, "spec", {}).get("name", type(ref).__name__))
-    fresh = lambda spec: (torch.manual_seed(seed) if seed is not None else None, SiamNet(spec).to(map_location))[1]   # new weights from `seed`
-    if isinstance(ref, dict): return fresh(copy.deepcopy(ref)), dict(ref="spec", source="spec", name=ref.get("name", ref.get("family")))
+def parse_ref(ref) -> dict:
+    "What a model reference names, nothing built: `info` with a `spec` (spec, spec file, zoo name) or a `path` (checkpoint, shipped)."
+    if isinstance(ref, dict): return dict(ref="spec", source="spec", name=ref.get("name", ref.get("family")), spec=copy.deepcopy(ref))
     if not isinstance(ref, (str, Path)): raise DSTError(f"model {ref!r}: expected a zoo name, a checkpoint or spec file, a shipped model or a spec dict")
     s, p = str(ref), Path(str(ref))
     if p.is_file() and p.suffix == ".json":
         try: spec = json.loads(p.read_text())
         except json.JSONDecodeError as e: raise DSTError(f"{p}: not a JSON architecture spec ({e})") from None
-        return fresh(spec), dict(ref=s, source="spec-file", name=spec.get("name", p.stem), path=s)
-    if p.is_file():
-        net, ck = load_checkpoint(p, map_location)
-        return net, dict(ref=s, source="checkpoint", name=net.spec.get("name", p.stem), path=s, meta=ck.get("meta", {}))
-    if s in (shipped := shipped_models()):
-        net, ck = load_checkpoint(shipped[s]["path"], map_location)
-        return net, dict(ref=s, source="shipped", name=s, path=shipped[s]["path"], meta=ck.get("meta", {}))
+        return dict(ref=s, source="spec-file", name=spec.get("name", p.stem), path=s, spec=spec)
+    if p.is_file(): return dict(ref=s, source="checkpoint", name=None, path=s)     # the name is the checkpoint's spec's
+    if s in (shipped := shipped_models()): return dict(ref=s, source="shipped", name=s, path=shipped[s]["path"])
     if _looks_like_path(s): raise DSTError(f"model {s!r}: no such file")
-    if s.partition("@")[0] in ARCHS: return fresh(get_spec(s)), dict(ref=s, source="zoo", name=s)
-    raise DSTError(f"model {s!r} is not a file, a shipped model ({', '.join(shipped) or 'none installed'}) or a zoo "
-                   f"architecture ({', '.join(ARCHS)}; append @SCALE to shrink)")
+    if s.partition("@")[0] in ARCHS: return dict(ref=s, source="zoo", name=s, spec=get_spec(s))
+    raise DSTError(f"model {s!r} is neither a checkpoint file nor a registered architecture (unknown architecture {s!r}): not a file, "
+                   f"a shipped model ({', '.join(shipped) or 'none installed'}) or a zoo architecture ({', '.join(ARCHS)}; append @SCALE to shrink)")
+
+# %% ../../nbs/25a_refs.ipynb #76f5c0aa
+def resolve_model(ref, seed:int|None=None, map_location="cpu") -> tuple:
+    "`(network, info)` from a network, spec dict, spec .json, checkpoint file, shipped name or zoo name (`NAME@SCALE`)."
+    if isinstance(ref, nn.Module): return ref, dict(ref="module", source="module", name=getattr(ref, "spec", {}).get("name", type(ref).__name__))
+    info = parse_ref(ref)
+    if "spec" in info:                                                        # new weights from `seed`
+        spec = info.pop("spec")
+        if seed is not None: torch.manual_seed(seed)
+        return SiamNet(spec).to(map_location), info
+    net, ck = load_checkpoint(info["path"], map_location)
+    return net, dict(info, name=info["name"] or net.spec.get("name", Path(info["path"]).stem), meta=ck.get("meta", {}))
+
+def load_model(ref, map_location="cpu") -> SiamNet:
+    "A network in eval mode from any model reference (`resolve_model` without a seed)."
+    return resolve_model(ref, map_location=map_location)[0].eval()
 
 # %% ../../nbs/25a_refs.ipynb #2eb0a182
 def trained_table(root=None) -> list:

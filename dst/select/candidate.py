@@ -18,6 +18,8 @@ from ..data.sequences import Sequence
 from ..data.pairs import AUG_PRESETS, Augment, FrameFilter, PairDataset, Source
 from ..data.targets import cell_offsets, decode_deltas
 from ..models.siamese import SiamNet, check_spec, size_mb
+from ..train.config import lr_schedule
+from ..train.step import Actor, make_optimizers, set_lr, train_step
 
 # %% auto #0
 __all__ = ['toy_sequences', 'spec_stride', 'PairSet', 'make_pairs', 'fc_proposals', 'rpn_proposals', 'proposal_overlaps',
@@ -160,23 +162,21 @@ def recalibrate_bn(model:SiamNet, pairs:PairSet, batch_size:int=32, max_pairs:in
     return model.eval()
 
 def train_candidate(spec:dict, pairs:PairSet, epochs:int=10, lr:float=1e-2, batch_size:int=32, seed:int=0, device="cpu",
-                    momentum:float=0.9, weight_decay:float=5e-4, clip:float|None=10.0, progress:bool=False) -> tuple:
-    "Build `spec` (seeded init) and train it from scratch on `pairs` with its ground-truth loss: `(model, epoch losses)`."
-    from dst.distill.tracking import gt_loss
+                    momentum:float=0.9, weight_decay:float=5e-4, clip:float|None=10.0, progress:bool=False, lr_end:float|None=None) -> tuple:
+    "Build `spec` (seeded init) and train it from scratch on `pairs` with the engine's ground-truth step: `(model, epoch losses)`."
     dev = get_device(device) if isinstance(device, str) else device
     torch.manual_seed(seed)
     model = SiamNet(spec).to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opts = make_optimizers([model], lr, momentum, weight_decay)
+    actor = Actor([model], None, ("gt",), family=spec["family"], device=dev)       # NOKD: the tracker's own loss
     g, losses = torch.Generator().manual_seed(seed), []
-    for _ in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
+    for e in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
+        set_lr(opts, lr_schedule(e, lr, lr_end or lr, epochs))                      # lr_end None: a constant rate
         order, tot = torch.randperm(len(pairs), generator=g), 0.0
         for i in range(0, len(pairs), batch_size):
             idx = order[i:i + batch_size]
             z, x, tg = pairs.batch(idx, dev)
-            loss = gt_loss(model(z, x), tg)
-            opt.zero_grad(); loss.backward()
-            if clip: torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step(); tot += loss.item() * len(idx)
+            tot += train_step(actor, opts, dict(z=z, x=x, **tg), 0, clip, allow_nonfinite=True)["loss"] * len(idx)
         losses.append(tot / len(pairs))
     return model.eval(), losses
 

@@ -139,7 +139,7 @@ class _Grab:
 
 def export_static(model, image, box, out_dir, hp:dict|None=None, **kw) -> dict:
     "Export `model` with the template the tracker crops from `image` (BGR) at `box` (xywh) baked into the search graph."
-    from dst.models.checkpoint import load_model
+    from dst.models.refs import load_model
     net = load_model(model) if not isinstance(model, torch.nn.Module) else model.eval()
     tr = tracker_for(net, hp); tr.infer = _Grab(tr.infer); tr.init(image, box)   # the network the tracker runs, watched
     batch = kw.pop("search_batch", tr.hp.get("scale_num", 1))    # SiamFC: its scales in one batch

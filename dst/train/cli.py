@@ -8,7 +8,8 @@ import argparse, json, os
 from pathlib import Path
 
 from ..core import DSTError, writable_dir
-from .engine import TrainConfig, MECHANISMS, PAPER_SCHEDULES, table_losses, train
+from .config import TrainConfig, MECHANISMS, PAPER_SCHEDULES, table_losses
+from .engine import train
 
 # %% auto #0
 __all__ = ['config_from_args', 'add_cli']
