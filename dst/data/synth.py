@@ -19,7 +19,7 @@ from .sequences import Sequence
 
 # %% auto #0
 __all__ = ['JPEG_QUALITY', 'INDEX_BASE', 'PRESETS', 'SPLITS', 'MIN_SIZE', 'README', 'write_otb', 'write_got10k', 'check_args',
-           'generate', 'load_synth', 'parse_size', 'parse_counts', 'add_cli']
+           'generate', 'split_bases', 'load_synth', 'parse_size', 'parse_counts', 'add_cli']
 
 # %% ../../nbs/11c_synth.ipynb #0cbedc95
 JPEG_QUALITY = 90
@@ -167,7 +167,7 @@ def generate(out, seed:int=0, preset:str="smoke", sequences=None, frames=None, s
     (out/"README.md").write_text(README.format(summary=_summary(a, difficulty), command=cmd, min_visible=min_visible))
     res = dict(root=str(out), **{s: str(out/s) if s in a["splits"] else None for s in SPLITS},
                sequences={s: len(info[s]) for s in a["splits"]}, frames=len(jobs) * a["frames"], seconds=round(secs, 2))
-    save_json(dict(generator="dst.data.synth", preset=preset, difficulty=float(difficulty), quality=int(quality), min_visible=min_visible,
+    save_json(dict(generator="dst.data.synth", preset=preset, difficulty=float(difficulty), quality=int(quality), min_visible=min_visible, index_base=INDEX_BASE,
                    **a, knobs=knobs(difficulty), command=cmd, result=res, contents=info, provenance=provenance(seed=a["seed"])), out/"synth.json")
     return res
 
@@ -180,8 +180,15 @@ def _read_attributes(path:Path, n:int) -> dict:
     if len(v) != n: raise DSTError(f"{path}: {len(v)} rows for {n} frames, expected one row per frame")
     return {h: (v[:, j].astype(bool) if h in FLAGS else v[:, j]) for j, h in enumerate(head) if h != "frame"}
 
+def split_bases(root) -> dict:
+    "Split -> index base of a benchmark's box files, from its `synth.json` (one without the record is older: both splits 1-based)."
+    p = Path(root)/"synth.json"
+    if not p.is_file(): return dict(INDEX_BASE)
+    try: return dict(json.loads(p.read_text()).get("index_base") or {"train": 1, "test": 1})
+    except (json.JSONDecodeError, AttributeError): raise DSTError(f"{p}: not a JSON object written by `dst data synth`") from None
+
 def load_synth(root, split:str="test") -> list[Sequence]:
-    "The sequences of a split written by `generate`, as `Sequence`s with 0-based boxes (files read in `INDEX_BASE[split]`), `absent`, `attrs`."
+    "The sequences of a split written by `generate`, as `Sequence`s with 0-based boxes (files read in the split's index base), `absent`, `attrs`."
     if split not in SPLITS: raise DSTError(f"split {split!r}: expected one of {SPLITS}")
     d = Path(root)/split
     if not d.is_dir(): raise DSTError(f"{d}: no such folder; expected a split written by `dst data synth`")
@@ -190,15 +197,15 @@ def load_synth(root, split:str="test") -> list[Sequence]:
         names = (d/"list.txt").read_text().split()
     else: names = sorted(p.name for p in d.iterdir() if (p/"groundtruth_rect.txt").is_file())
     tags = json.loads((d/"attributes.json").read_text()) if (d/"attributes.json").is_file() else {}
-    out = []
+    out, base = [], split_bases(root)[split]
     for name in names:
         sd = d/name
         frames = sorted(sd.glob("*.jpg")) if split == "train" else sorted((sd/"img").glob("*.jpg"))
-        boxes = read_boxes(sd/("groundtruth.txt" if split == "train" else "groundtruth_rect.txt"), INDEX_BASE[split], n_frames=len(frames))
+        boxes = read_boxes(sd/("groundtruth.txt" if split == "train" else "groundtruth_rect.txt"), base, n_frames=len(frames))
         f = _read_attributes(sd/"attributes.csv", len(frames))
         absent = f["absent"]; boxes[absent] = np.nan
         out.append(Sequence(name, frames, boxes, absent, attrs={k: f[v] for k, v in ABBREVIATIONS.items()},
-                            meta=dict(dataset="synth", index_base=INDEX_BASE[split], split=split, layout="got10k" if split == "train" else "otb", attributes=tags.get(name, []),
+                            meta=dict(dataset="synth", index_base=base, split=split, layout="got10k" if split == "train" else "otb", attributes=tags.get(name, []),
                                       **{k: f[k] for k in ("visible_ratio", "cover", "full_occlusion", "full_out_of_view")})))
     return out
 
