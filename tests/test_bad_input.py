@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dst.cli import main
-from dst.data import datasets as D
+from dst.data import fixtures as F
 from dst.models.checkpoint import save_checkpoint
 from dst.models.zoo import build_model
 
@@ -46,7 +46,7 @@ def one_error(err: str, cmd: str, *words):
 @pytest.fixture
 def dtb(tmp_path):
     """A tiny DTB70 copy: Animal1 and Animal2, 6 frames of 32x24 each, boxes 10x8 inside the frame."""
-    return D.make_tiny_dtb70(tmp_path / "DTB70", names=("Animal1", "Animal2"), n=6)
+    return F.make_tiny_dtb70(tmp_path / "DTB70", names=("Animal1", "Animal2"), n=6)
 
 
 def track(capsys, root, out, *extra, model="static", seqs=("Animal1", "Animal2")):
@@ -513,18 +513,18 @@ def test_a_folder_where_a_result_goes(capsys, dtb, tmp_path, monkeypatch):
 
 
 def test_full_disk_keeps_finished_sequences(capsys, dtb, tmp_path, monkeypatch):
-    from dst.eval import results
-    real, n = results.atomic_write, []
+    from dst.data import boxfiles
+    real, n = boxfiles.atomic_write, []
     def full(path, *a, **k):
         if Path(path).name == "Animal2.txt":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, *a, **k)
-    monkeypatch.setattr(results, "atomic_write", full)
+    monkeypatch.setattr(boxfiles, "atomic_write", full)
     rc, out, err = track(capsys, dtb, tmp_path / "res")
     assert rc == 2
     one_error(err, "track", "No space left on device", "Animal2.txt", "the 1 sequence(s) finished before are kept", "resume")
     assert len((tmp_path / "res/DTB70/static/Animal1.txt").read_text().splitlines()) == 6
-    monkeypatch.setattr(results, "atomic_write", real)
+    monkeypatch.setattr(boxfiles, "atomic_write", real)
     rc, out, err = track(capsys, dtb, tmp_path / "res")
     assert rc == 0 and "1 sequences tracked, 1 already done" in out
 

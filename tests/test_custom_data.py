@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dst.cli import main
-from dst.data.datasets import folder_benchmark, folder_sequences, load_dataset
+from dst.data.datasets import load_dataset
+from dst.data.folders import folder_benchmark, folder_sequences
 from dst.explore import explorer_sequences
 from dst.track.runners import run_benchmark
 

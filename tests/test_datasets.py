@@ -5,7 +5,7 @@ import pytest
 import cv2
 
 from dst.core import DSTError
-from dst.data import datasets as D, training_sets as T
+from dst.data import benchmarks as B, datasets as D, fixtures as F, training_sets as T
 from dst.data.datasets import load_dataset, known_datasets
 from dst.data.sequences import Sequence
 
@@ -87,8 +87,8 @@ def test_otb_two_targets_and_human4(tmp_path):
 
 
 def test_otb_table_facts():
-    t = {e["name"]: e for e in D.OTB100}
-    assert len(t) == 100 and len({e["dir"] for e in D.OTB100}) == 98
+    t = {e["name"]: e for e in B.OTB100}
+    assert len(t) == 100 and len({e["dir"] for e in B.OTB100}) == 98
     assert [(t[n]["start"], t[n]["end"]) for n in ("David", "BlurCar1", "BlurCar3", "BlurCar4", "Football1", "Freeman3", "Freeman4", "Diving")] == \
         [(300, 770), (247, 988), (3, 359), (18, 397), (1, 74), (1, 460), (1, 283), (1, 215)]
     assert t["Tiger1"]["omit"] == 5 and t["Board"]["nz"] == 5
@@ -96,15 +96,15 @@ def test_otb_table_facts():
 
 # ---------------------------------------------------------------- tiny copies of every other layout
 def test_tiny_layouts_through_load_dataset(tmp_path):
-    d70 = load_dataset("dtb70", D.make_tiny_dtb70(tmp_path / "dtb70"), sequences=["Animal1"])[0]
+    d70 = load_dataset("dtb70", F.make_tiny_dtb70(tmp_path / "dtb70"), sequences=["Animal1"])[0]
     np.testing.assert_array_equal(d70.boxes[0], [2, 3, 10, 8])
-    vot = load_dataset("vot2019", D.make_tiny_vot(tmp_path / "vot", ("ants1", "bolt1")))
+    vot = load_dataset("vot2019", F.make_tiny_vot(tmp_path / "vot", ("ants1", "bolt1")))
     assert [s.name for s in vot] == ["ants1", "bolt1"] and set(vot[0].attrs) == {"occlusion", "camera_motion"}
-    la = load_dataset("lasot", D.make_tiny_lasot(tmp_path / "lasot"), split="all")
+    la = load_dataset("lasot", F.make_tiny_lasot(tmp_path / "lasot"), split="all")
     assert [s.name for s in la] == ["airplane-1", "airplane-2"] and la[0].absent.sum() == 2
-    tn = D.make_tiny_trackingnet(tmp_path / "tn")
+    tn = F.make_tiny_trackingnet(tmp_path / "tn")
     assert len(load_dataset("trackingnet", tn, split="TRAIN_0")[0]) == 12 and load_dataset("trackingnet", tn)[0].meta["first_frame_only"]
-    g = D.make_tiny_got10k(tmp_path / "got")
+    g = F.make_tiny_got10k(tmp_path / "got")
     assert load_dataset("got10k", g, split="train")[0].absent.tolist() == [False, False, True, False, False]
     vid = load_dataset("imagenet_vid", T.make_tiny_imagenet_vid(tmp_path / "ilsvrc"))
     assert [len(s) for s in vid] == [4, 2] and np.isnan(vid[1].boxes).sum() == 0
@@ -120,12 +120,12 @@ def test_tiny_layouts_through_load_dataset(tmp_path):
 
 def test_readers_never_decode(tmp_path, monkeypatch):
     def boom(*a, **k): raise AssertionError("a reader decoded an image")
-    roots = dict(vot2019=D.make_tiny_vot(tmp_path / "b"),
+    roots = dict(vot2019=F.make_tiny_vot(tmp_path / "b"),
                  imagenet_vid=T.make_tiny_imagenet_vid(tmp_path / "c"), coco=T.make_tiny_coco(tmp_path / "d"))
     monkeypatch.setattr(cv2, "imread", boom)
     for name, root in roots.items():
         assert load_dataset(name, root, split="val2017" if name == "coco" else None)
-    assert load_dataset("dtb70", D.make_tiny_dtb70(tmp_path / "a"), sequences=["Animal1"])
+    assert load_dataset("dtb70", F.make_tiny_dtb70(tmp_path / "a"), sequences=["Animal1"])
 
 
 def test_unknown_dataset_lists_known(tmp_path):
@@ -137,7 +137,7 @@ def test_unknown_dataset_lists_known(tmp_path):
 # ---------------------------------------------------------------- bad input
 @pytest.fixture
 def dtb(tmp_path):
-    root = D.make_tiny_dtb70(tmp_path / "dtb70", names=("Car2",))
+    root = F.make_tiny_dtb70(tmp_path / "dtb70", names=("Car2",))
     return root, root / "Car2/groundtruth_rect.txt"
 
 
@@ -192,8 +192,8 @@ def test_missing_and_corrupt_frames_are_found_by_verify_not_readers(tmp_path):
 
 
 def test_grayscale_and_16bit_frames(tmp_path):
-    root = D.make_tiny_dtb70(tmp_path / "dtb70", names=("Gull1",))
-    D.write_frames(root / "Gull1/img", [f"{i:05d}.jpg" for i in range(1, 6)], gray=True)
+    root = F.make_tiny_dtb70(tmp_path / "dtb70", names=("Gull1",))
+    F.write_frames(root / "Gull1/img", [f"{i:05d}.jpg" for i in range(1, 6)], gray=True)
     (s,) = load_dataset("dtb70", root, sequences=["Gull1"])
     assert s.image(0).shape == (24, 32, 3) and s.image(0).dtype == np.uint8
     d = root / "Gull2"
@@ -207,7 +207,7 @@ def test_grayscale_and_16bit_frames(tmp_path):
 
 
 def test_vot_bad_regions_and_tags(tmp_path):
-    root = D.make_tiny_vot(tmp_path / "vot")
+    root = F.make_tiny_vot(tmp_path / "vot")
     gt = root / "ants1/groundtruth.txt"
     rows = gt.read_text().splitlines()
     gt.write_text("\n".join([rows[0], "1,2,3,4,5,6", *rows[2:]]) + "\n")
@@ -224,7 +224,7 @@ def test_vot_bad_regions_and_tags(tmp_path):
 
 
 def test_first_frame_only_test_splits(tmp_path):
-    g = D.make_tiny_got10k(tmp_path / "got")
+    g = F.make_tiny_got10k(tmp_path / "got")
     gt = g / "test/GOT-10k_Test_000001/groundtruth.txt"
     gt.write_text("1,2,10,6\n2,3,10,6\n")
     with pytest.raises(DSTError, match=r"2 rows for 5 frames, expected 1 \(first frame only\) or 5"):
@@ -237,7 +237,7 @@ def test_first_frame_only_test_splits(tmp_path):
 
 
 def test_lasot_label_length_and_unknown_sequence(tmp_path):
-    la = D.make_tiny_lasot(tmp_path / "lasot")
+    la = F.make_tiny_lasot(tmp_path / "lasot")
     (la / "airplane/airplane-1/out_of_view.txt").write_text("0,0,0")
     with pytest.raises(DSTError, match=r"out_of_view.txt: 3 labels for 6 frames"):
         load_dataset("lasot", la, sequences=["airplane-1"])

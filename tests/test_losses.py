@@ -184,7 +184,7 @@ def test_str_real_siamfc_finite_differentiable_and_weight_matters(fc_pair):
 
 
 def test_str_on_a_real_fixture_frame(fixtures, fc_pair):
-    from dst.data.datasets import read_otb_sequence
+    from dst.data.benchmarks import read_otb_sequence
     from dst.data.crops import xywh_to_cxcywh_px, siamfc_crop_sizes, crop_and_resize
     teacher, student, _, _ = fc_pair
     seq = read_otb_sequence(fixtures/"otb", "Crossing")

@@ -14,8 +14,10 @@ from dst.cli import main
 from dst.core import DSTError
 from dst.eval.cli import evaluate
 from dst.eval.metrics import PROTOCOLS, benchmark_metrics, sequence_curves
-from dst.eval.results import read_vot_trajectory, save_sequence, sequence_files, zip_results
-from dst.eval.vot import eao_curve, eao_score, failure_frames, region_overlap, run_supervised, vot_metrics
+from dst.data.fixtures import make_tiny_got10k, make_tiny_lasot, make_tiny_trackingnet
+from dst.eval.vot import eao_curve, eao_score, vot_metrics
+from dst.track.results import read_vot_trajectory, save_sequence, sequence_files, zip_results
+from dst.track.supervised import failure_frames, region_overlap, run_supervised
 
 datasets = pytest.importorskip("dst.data.datasets")
 
@@ -76,9 +78,9 @@ def test_bad_results_files_give_one_clear_error(fixtures, tmp_path, capsys):
     cases = {
         "missing": (None, "Crossing.txt: results file is missing"),
         "rows": ("\n".join(lines[:-1]) + "\n", "119 rows for a sequence of 120 frames"),
-        "nan": ("\n".join(lines[:5] + ["nan,1,2,3"] + lines[6:]) + "\n", "Crossing.txt line 6: box"),
-        "text": ("\n".join(lines[:7] + ["12,13,oops,4"] + lines[8:]) + "\n", "Crossing.txt line 8: cannot parse"),
-        "three": ("\n".join(lines[:2] + ["1,2,3"] + lines[3:]) + "\n", "line 3: 3 numbers, expected 4"),
+        "nan": ("\n".join(lines[:5] + ["nan,1,2,3"] + lines[6:]) + "\n", "Crossing.txt:6: NaN or infinite value"),
+        "text": ("\n".join(lines[:7] + ["12,13,oops,4"] + lines[8:]) + "\n", "Crossing.txt:8: 'oops' is not a number"),
+        "three": ("\n".join(lines[:2] + ["1,2,3"] + lines[3:]) + "\n", "Crossing.txt:3: 3 values, expected 4"),
     }
     for name, (text, msg) in cases.items():
         if text is None: f.unlink()
@@ -93,7 +95,7 @@ def test_bad_results_files_give_one_clear_error(fixtures, tmp_path, capsys):
 # ---------------------------------------------------------------- LaSOT, GOT-10k, TrackingNet: tiny official layouts
 
 def test_lasot_absent_frames_and_attributes(tmp_path, capsys):
-    root = datasets.make_tiny_lasot(tmp_path / "lasot")
+    root = make_tiny_lasot(tmp_path / "lasot")
     seqs = datasets.load_dataset("lasot", root, split="all")
     assert [s.absent.tolist() for s in seqs][0] == [False, False, False, True, True, False]
     d = tmp_path / "out" / "LaSOT" / "oracle"
@@ -115,7 +117,7 @@ def test_lasot_absent_frames_and_attributes(tmp_path, capsys):
 
 
 def test_got10k_val_pools_runs_and_skips_absent_frames(tmp_path):
-    root = datasets.make_tiny_got10k(tmp_path / "got")
+    root = make_tiny_got10k(tmp_path / "got")
     (seq,) = datasets.load_dataset("got10k", root, split="train")
     assert seq.absent.tolist() == [False, False, True, False, False]
     d = tmp_path / "out" / "GOT-10k" / "me"
@@ -133,7 +135,7 @@ def test_got10k_val_pools_runs_and_skips_absent_frames(tmp_path):
 
 
 def test_withheld_test_ground_truth_is_refused(tmp_path):
-    root = datasets.make_tiny_trackingnet(tmp_path / "tn")
+    root = make_tiny_trackingnet(tmp_path / "tn")
     seqs = datasets.load_dataset("trackingnet", root, split="test")
     d = tmp_path / "out" / "TrackingNet" / "me"
     for s in seqs: save_sequence(d, s.name, np.tile(s.boxes[0], (len(s), 1)), layout="TrackingNet")

@@ -12,8 +12,8 @@ import torch
 
 from dst.cli import main
 from dst.core import DSTError
-from dst.data import datasets as D
-from dst.eval.results import load_confidence
+from dst.data import datasets as D, fixtures as F
+from dst.track.results import load_confidence
 from dst.track import runners
 from dst.track.runners import run_benchmark
 from dst.track.trackers import Tracker
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:tracker .* randomly initialised"
 
 @pytest.fixture
 def seqs(tmp_path):
-    root = D.make_tiny_dtb70(tmp_path / "DTB70", names=("Animal1", "Animal2", "Animal3"), n=7)
+    root = F.make_tiny_dtb70(tmp_path / "DTB70", names=("Animal1", "Animal2", "Animal3"), n=7)
     return D.load_dataset("dtb70", root, sequences=["Animal1", "Animal2", "Animal3"])
 
 
@@ -98,7 +98,7 @@ def test_a_lost_target_is_written_and_said(seqs, tmp_path, monkeypatch, capsys):
 
 
 def test_vot_protocol_writes_confidence_beside_the_trajectory(tmp_path, monkeypatch):
-    root = D.make_tiny_vot(tmp_path / "vot", names=("ants1",), n=6)
+    root = F.make_tiny_vot(tmp_path / "vot", names=("ants1",), n=6)
     seqs = D.load_dataset("vot2019", root, sequences=["ants1"]) if (root / "list.txt").is_file() else None
     if seqs is None:
         pytest.skip("tiny VOT layout without list.txt")

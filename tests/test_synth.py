@@ -172,5 +172,5 @@ def test_load_synth_names_bad_files(tmp_path):
         synth.load_synth(out, "train")
     gt = out / "test" / "Synth001" / "groundtruth_rect.txt"
     lines = gt.read_text().splitlines(); lines[2] = "1,2,3"; gt.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DSTError, match=r"groundtruth_rect.txt, line 3: '1,2,3', expected x,y,w,h"):
+    with pytest.raises(DSTError, match=r"groundtruth_rect.txt:3: 3 values, expected 4"):
         synth.load_synth(out, "test")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dst.cli import main
-from dst.data import datasets as D, training_sets as T
+from dst.data import benchmarks as B, fixtures as F, training_sets as T
 from dst.data.verify import DATASET_INFO, build_manifest, load_manifest, verify_dataset, write_manifests
 
 NAMES = ["otb100", "dtb70", "vot2019", "lasot", "trackingnet", "got10k", "imagenet_vid", "imagenet_det", "coco", "youtube_bb", "realtrain", "synth"]
@@ -84,12 +84,12 @@ def test_cli_subprocess_end_to_end(fixtures):
 
 # ---------------------------------------------------------------- verify tiny copies of every layout, then break them
 @pytest.mark.parametrize("name, make, split", [
-    ("dtb70", lambda p: D.make_tiny_dtb70(p, names=D.DTB70_NAMES), None),
-    ("lasot", lambda p: D.make_tiny_lasot(p), "all"),
-    ("trackingnet", D.make_tiny_trackingnet, "test"),
-    ("trackingnet", D.make_tiny_trackingnet, "TRAIN_0"),
-    ("got10k", D.make_tiny_got10k, "train"),
-    ("got10k", D.make_tiny_got10k, "test"),
+    ("dtb70", lambda p: F.make_tiny_dtb70(p, names=B.DTB70_NAMES), None),
+    ("lasot", lambda p: F.make_tiny_lasot(p), "all"),
+    ("trackingnet", F.make_tiny_trackingnet, "test"),
+    ("trackingnet", F.make_tiny_trackingnet, "TRAIN_0"),
+    ("got10k", F.make_tiny_got10k, "train"),
+    ("got10k", F.make_tiny_got10k, "test"),
     ("imagenet_vid", T.make_tiny_imagenet_vid, "train"),
     ("imagenet_det", T.make_tiny_imagenet_det, "train"),
     ("coco", T.make_tiny_coco, "val2017"),
@@ -103,15 +103,15 @@ def test_verify_tiny_layouts_ok(tmp_path, name, make, split):
 
 
 def test_verify_vot_tiny_with_full_list(tmp_path):
-    root = D.make_tiny_vot(tmp_path / "vot", tuple(D.VOT2019_NAMES[:3]))
-    (root / "list.txt").write_text("\n".join(D.VOT2019_NAMES) + "\n")
+    root = F.make_tiny_vot(tmp_path / "vot", tuple(B.VOT2019_NAMES[:3]))
+    (root / "list.txt").write_text("\n".join(B.VOT2019_NAMES) + "\n")
     rep = verify_dataset("vot2019", root)
     assert len(rep.checked) == 3 and len(rep.missing) == 57 and not rep.ok
-    assert "(list)" not in rep.problems and set(rep.missing) == set(D.VOT2019_NAMES[3:])
+    assert "(list)" not in rep.problems and set(rep.missing) == set(B.VOT2019_NAMES[3:])
 
 
 def test_verify_reports_each_broken_sequence(tmp_path):
-    root = D.make_tiny_dtb70(tmp_path / "dtb70", names=("Animal1", "BMX2", "Car2", "Girl1", "Gull1"), n=6)
+    root = F.make_tiny_dtb70(tmp_path / "dtb70", names=("Animal1", "BMX2", "Car2", "Girl1", "Gull1"), n=6)
     (root / "Animal1/img/00003.jpg").unlink()                                           # a frame missing
     (root / "BMX2/img/00002.jpg").write_bytes(b"garbage")                               # a corrupt frame
     (root / "Car2/groundtruth_rect.txt").write_text("")                                 # an empty annotation

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from ..core import DSTError
 from .sequences import Sequence
-from .datasets import load_dataset, natural_key, register_loader, write_frames
+from .datasets import load_dataset, natural_key, register_loader
+from .fixtures import write_frames
 
 # %% auto #0
 __all__ = ['YTBB_FIELDS', 'REALTRAIN_BENCHMARKS', 'REALTRAIN_CLIPS', 'read_xml_objects', 'write_xml', 'read_imagenet_vid',

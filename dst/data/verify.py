@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..core import DSTError, atomic_write, repo_root
 from .sequences import read_image
-from . import datasets as D, training_sets as T
+from . import benchmarks as B, datasets as D, training_sets as T
 
 # %% auto #0
 __all__ = ['TERMS', 'NO_SUMS', 'DATASET_INFO', 'DATASET_ALIASES', 'manifest_sequences', 'build_manifest', 'dataset_name',
@@ -133,21 +133,22 @@ DATASET_INFO = {
                "clips cut from one video (`group`) must stay on one side of a train/validation split: dst.data.training_sets.group_split",
                "train on it with the 'small' frame filter: its targets are small (sides down to 2-4 px)"]),
     "synth": dict(
-        title="Embedded synthetic benchmark", kind="generated", index_base=0,
+        title="Embedded synthetic benchmark", kind="generated", index_base=dict(train=0, test=1),
         citation="part of this repository", home="generated locally by `dst data synth` (module dst.data.synth); nothing to download",
         terms="generated data: same licence as this repository", archives=[], checksums="none needed: generated deterministically from a seed",
-        layout=dict(required={}, note="defined by dst.data.synth, which registers the name 'synth' with load_dataset")),
+        layout=dict(required={}, note="defined by dst.data.synth, which registers the name 'synth' with load_dataset; "
+                                      "train/ is a GOT-10k folder (boxes 0-based), test/ an OTB folder (boxes 1-based)")),
 }
 
 # %% ../../nbs/16_verify.ipynb #db10d95f
 def manifest_sequences(name:str):
     "The sequence list a manifest carries (None where only counts are given)."
     if name == "otb100":
-        return [dict(name=e["name"], dir=e["dir"], anno=e["anno"], frames=[e["start"], e["end"]], omit=e["omit"], nz=e["nz"], ext=e["ext"]) for e in D.OTB100]
+        return [dict(name=e["name"], dir=e["dir"], anno=e["anno"], frames=[e["start"], e["end"]], omit=e["omit"], nz=e["nz"], ext=e["ext"]) for e in B.OTB100]
     if name == "realtrain":
         return [dict(name=c, benchmark=b, sequence=s, frames=list(f[:2]), step=f[2], group=T.video_of(c), repository=f"https://github.com/vision4robotics/{r.split('@')[0]}", commit=r.split('@')[1],
                      images=i, annotation=a) for c, b, s, f, r, i, a in T.REALTRAIN_CLIPS]
-    return {"dtb70": D.DTB70_NAMES, "vot2019": D.VOT2019_NAMES, "lasot": {"test": D.LASOT_TEST}}.get(name)
+    return {"dtb70": B.DTB70_NAMES, "vot2019": B.VOT2019_NAMES, "lasot": {"test": B.LASOT_TEST}}.get(name)
 
 def build_manifest(name:str) -> dict:
     "The manifest of dataset `name`, as written to `data_manifests/<name>.json`."
@@ -304,7 +305,7 @@ def _verify_benchmark(rep, b, root, split, sequences, decode, limit, progress):
     try: names = b.names(root, split)
     except DSTError as e: rep.problem("(list)", str(e)); return
     if b.name == "vot2019":
-        listed, known = set(names), set(D.VOT2019_NAMES)
+        listed, known = set(names), set(B.VOT2019_NAMES)
         if listed - known: rep.note("(list)", f"{len(listed - known)} listed sequence(s) are not VOT2019 sequences: {sorted(listed - known)[:10]}")
         if known - listed: rep.problem("(list)", f"list.txt lacks {len(known - listed)} of the 60 VOT2019 sequences (first: {sorted(known - listed)[:5]})")
     if sequences is not None:
@@ -316,8 +317,8 @@ def _verify_benchmark(rep, b, root, split, sequences, decode, limit, progress):
         try: seq = b.read(root, s, split)
         except DSTError as e: rep.problem(s, str(e)); continue
         rep.checked[s] = len(seq); check_frames(rep, seq, decode); check_boxes(rep, seq)
-        if b.name == "otb100" and (Path(root)/D._OTB_BY_NAME[s]["dir"]/"img").is_dir():
-            e = D._OTB_BY_NAME[s]; imgs = len(D.list_frames(Path(root)/e["dir"]/"img"))
+        if b.name == "otb100" and (Path(root)/B.OTB_BY_NAME[s]["dir"]/"img").is_dir():
+            e = B.OTB_BY_NAME[s]; imgs = len(D.list_frames(Path(root)/e["dir"]/"img"))
             if imgs != len(seq) + e["omit"]: rep.note(s, f"{imgs} images, {e['end'] - e['start'] + 1} annotated (frames {e['start'] + e['omit']}-{e['end']} evaluated)")
 
 def _verify_loaded(rep, name, root, split, sequences, decode, limit, progress):

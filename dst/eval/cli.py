@@ -14,8 +14,9 @@ from ..core import DSTError, save_json
 from ..data.sequences import Sequence
 from ..data.verify import DATASET_ALIASES, dataset_name, sequence_names
 from .metrics import attribute_metrics, benchmark_metrics, get_protocol
-from .results import fps, load_sequence, load_times, results_layout, sequence_files
-from .vot import VOT2019, vot_metrics
+from ..track.results import fps, load_sequence, load_times, results_layout, sequence_files
+from ..track.supervised import VOT2019
+from .vot import vot_metrics
 from ..core import writable_dir
 
 # %% auto #0
@@ -61,7 +62,7 @@ def evaluate(sequences:list, results_dir, protocol=None, layout=None, attributes
     withheld = [s.name for s in sequences if s.meta.get("first_frame_only")]
     if withheld:
         raise DSTError(f"{name}: the ground truth of {len(withheld)} sequence(s) ({', '.join(withheld[:3])}) is withheld (test split); "
-                       "pack the results with `dst.eval.results.zip_results` and submit them to the benchmark's server")
+                       "pack the results with `dst.track.results.zip_results` and submit them to the benchmark's server")
     is_vot = (str(protocol).lower().startswith("vot") if protocol is not None else name.lower().startswith("vot"))
     lay = results_layout(layout or ("vot" if is_vot else (name or d.parent.name)))
     times = [t for s in sequences if (t := load_times(d, s.name, lay)) is not None]
@@ -70,8 +71,8 @@ def evaluate(sequences:list, results_dir, protocol=None, layout=None, attributes
     p = get_protocol(protocol if protocol is not None else (name or "otb"))
     preds, gts, absents, sizes = {}, {}, {}, {}
     for s in sequences:
-        off = s.meta.get("index_base", lay.offset)
-        res = load_sequence(d, s.name, lay, n_frames=len(s), offset=off, allow_nan=p.carry_invalid)
+        off = s.meta.get("index_base", lay.base)
+        res = load_sequence(d, s.name, lay, n_frames=len(s), base=off, allow_nan=p.carry_invalid)
         runs = res if isinstance(res, list) else [res]
         for r, boxes in enumerate(runs):
             key = s.name if len(runs) == 1 else f"{s.name}#{r + 1}"
@@ -87,7 +88,7 @@ def evaluate(sequences:list, results_dir, protocol=None, layout=None, attributes
 def _evaluate_vot(sequences, d:Path, lay) -> dict:
     trajs, gts, sizes = {}, {}, {}
     for s in sequences:
-        trajs[s.name] = load_sequence(d, s.name, lay, n_frames=len(s), offset=s.meta.get("index_base", lay.offset))
+        trajs[s.name] = load_sequence(d, s.name, lay, n_frames=len(s), base=s.meta.get("index_base", lay.base))
         gts[s.name] = list(s.meta.get("polygons", s.boxes))
         sizes[s.name] = image_size(s)
     longest = max(len(s) for s in sequences)

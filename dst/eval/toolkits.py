@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import DSTError
-from ..data.datasets import polygon_to_xywh
+from ..data.boxfiles import polygon_to_xywh
 from ..data.sequences import read_image
 from ..track.trackers import OpenCVTracker, make_tracker, parse_hp
 
@@ -127,7 +127,8 @@ experiments:
 
 def make_vot_workspace(root, out, sequences=None, frames:int|None=None, stack:str=VOT_STACK) -> Path:
     "A VOT toolkit workspace in `out` with the VOT-layout sequences of `root` (each cut to `frames` if given)."
-    from dst.data.datasets import read_vot_sequence, read_list
+    from dst.data.benchmarks import read_vot_sequence
+    from dst.data.datasets import read_list
     root, out = Path(root), Path(out)
     names = list(sequences) if sequences else (read_list(root/"list.txt") if (root/"list.txt").is_file()
                                                else sorted(p.name for p in root.iterdir() if (p/"groundtruth.txt").is_file()))
@@ -150,7 +151,7 @@ def make_vot_workspace(root, out, sequences=None, frames:int|None=None, stack:st
 # %% ../../nbs/66_toolkits.ipynb #956174de
 def import_vot_results(results_dir, workspace, tracker_id:str, runs:int=3) -> list[Path]:
     "Copy a dst VOT results folder (`<out>/<benchmark>/<tracker>`) into `<workspace>/results/<tracker_id>`, runs repeated to `runs`."
-    from dst.eval.results import repeat_vot_runs
+    from dst.track.results import repeat_vot_runs
     src, dst = Path(results_dir)/"baseline", Path(workspace)/"results"/tracker_id/"baseline"
     if not src.is_dir(): raise DSTError(f"{results_dir}: no baseline/ folder (expected dst's VOT results layout)")
     out = []

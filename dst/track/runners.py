@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from ..core import DSTError, get_device, resolve_precision, save_json
 from ..data.sequences import Sequence
 from ..data.verify import dataset_name, outside_image, sequence_names
-from ..eval.results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
-from ..eval.vot import run_supervised
+from .results import load_sequence, save_sequence, results_layout, sequence_files, zip_results
+from .supervised import run_supervised
 from ..models.checkpoint import WEIGHT_SUFFIXES
 from .trackers import make_tracker, parse_hp
 from ..core import writable_dir
@@ -123,7 +123,7 @@ BENCHMARKS = {  # dataset (canonical name, aliases via dst.data.verify.dataset_n
 BASELINES = ("static", "mil", "kcf", "csrt")
 
 def _done(tdir, seq:Sequence, layout) -> bool:
-    try: load_sequence(tdir, seq.name, layout, n_frames=len(seq), allow_nan=True); return True
+    try: load_sequence(tdir, seq.name, layout, n_frames=len(seq), base=seq.meta.get("index_base"), allow_nan=True); return True
     except (DSTError, OSError): return False
 
 def _check_model(model):
@@ -144,7 +144,7 @@ def _tracker(model, hp, device, name, precision):
 
 def _run_one(tracker, seq, protocol, tdir, layout, on_frame=None):
     res, times, conf = (track_vot if protocol == "vot" else track_ope)(tracker, seq, on_frame=on_frame, scores=True)
-    save_sequence(tdir, seq.name, res, times, layout, offset=seq.meta.get("index_base"), confidence=conf)  # the dataset's own convention
+    save_sequence(tdir, seq.name, res, times, layout, base=seq.meta.get("index_base"), confidence=conf)  # the dataset's own convention
     low, scored = low_confidence(conf), bool(np.isfinite(conf).any() and np.nanmax(conf) > 0)
     return seq.name, len(seq), float(times[1:].sum()), int(low.sum()), (int(np.flatnonzero(low)[0]) + 1 if low.any() else None), scored
 
@@ -280,7 +280,8 @@ def _parallel(todo, model, hp, device, name, precision, protocol, tdir, layout, 
 
 # %% ../../nbs/51_runners.ipynb #e0faadb5
 def _cli_track(a):
-    from dst.data.datasets import load_dataset, folder_benchmark
+    from dst.data.datasets import load_dataset
+    from dst.data.folders import folder_benchmark
     if a.dataset == "folder": dname, (bench, protocol) = "folder", folder_benchmark(a.root)   # a user's own sequences
     else: dname = dataset_name(a.dataset, BENCHMARKS); bench, protocol = BENCHMARKS[dname]
     hp = parse_hp(a.hp)
