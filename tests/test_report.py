@@ -102,7 +102,7 @@ def test_beside_and_markdown():
 def test_provenance_note(run_dir):
     run = rp.load_run(run_dir)
     assert rp.provenance_note(run, "dtb70") == ("Our numbers: tiny scale, SiamFC family, synthetic test split (6 sequences), standing in for "
-                                                "DTB70, whose data was not given; cpu; commit 0123456 of 2026-01-02.")
+                                                "DTB70, whose data was not given; trained on the synthetic train split; cpu; commit 0123456 of 2026-01-02.")
 
 
 def test_save_item_and_report_index(run_dir, tmp_path):
