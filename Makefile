@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test check-sync nbtest pytest lab docs readme export clean-nbs help
+.PHONY: setup demo test check-sync lint nbtest pytest lab docs readme export clean-nbs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,10 +33,13 @@ setup: $(STAMP)  ## create .venv (torch pinned first), install dst editable with
 demo: $(STAMP)  ## the main job: `dst run all --scale smoke` on the synthetic benchmark, the paper rendered, the headline table
 	$(BIN)/dst demo
 
-test: $(STAMP) $(TOOLKITS) check-sync nbtest pytest  ## every check: notebooks/dst in sync and clean, notebooks, pytest (toolkits extra installed first)
+test: $(STAMP) $(TOOLKITS) check-sync lint nbtest pytest  ## every check: notebooks/dst in sync and clean, ruff, notebooks, pytest (toolkits extra installed first)
 
 check-sync: $(STAMP)  ## notebooks and dst/ in sync, notebooks clean, README from index.ipynb
 	$(BIN)/dst dev check-sync
+
+lint: $(STAMP)  ## ruff (ruff.toml): syntax errors, unused and undefined names, line length, over dst/ and tests/
+	$(BIN)/ruff check dst tests
 
 nbtest: $(STAMP)  ## run every notebook's cells as tests (nbdev_test)
 	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing

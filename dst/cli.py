@@ -8,7 +8,7 @@ import argparse, importlib, sys
 
 import errno, os
 
-from .core import DSTError, command_group
+from .core import DSTError
 
 # %% auto #0
 __all__ = ['CLI_MODULES', 'OUT_FOLDERS', 'build_parser', 'os_error_line', 'command_path', 'check_out', 'main']

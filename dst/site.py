@@ -4,7 +4,7 @@
 
 # %% ../nbs/92_site.ipynb #555bdbe5
 from __future__ import annotations
-import base64, fnmatch, html, json, os, re, sys, tempfile, time
+import fnmatch, html, json, os, re, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path

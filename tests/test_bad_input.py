@@ -514,7 +514,7 @@ def test_a_folder_where_a_result_goes(capsys, dtb, tmp_path, monkeypatch):
 
 def test_full_disk_keeps_finished_sequences(capsys, dtb, tmp_path, monkeypatch):
     from dst.data import boxfiles
-    real, n = boxfiles.atomic_write, []
+    real = boxfiles.atomic_write
     def full(path, *a, **k):
         if Path(path).name == "Animal2.txt":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -1,7 +1,6 @@
 """A user's own folder of sequences, with names no benchmark knows, in OTB, VOT or GOT-10k layout: read with
 layout detection (`load_dataset("folder", root)`), tracked, and scored with the layout's protocol."""
 import os
-import shutil
 
 import numpy as np
 import pytest

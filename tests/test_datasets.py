@@ -5,7 +5,7 @@ import pytest
 import cv2
 
 from dst.core import DSTError
-from dst.data import benchmarks as B, datasets as D, fixtures as F, training_sets as T
+from dst.data import benchmarks as B, fixtures as F, training_sets as T
 from dst.data.datasets import load_dataset, known_datasets
 from dst.data.sequences import Sequence
 
@@ -131,7 +131,8 @@ def test_readers_never_decode(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_known(tmp_path):
     with pytest.raises(DSTError, match=r"unknown dataset 'otb50', expected one of \[.*'otb100'.*'youtube_bb'\]"):
         load_dataset("otb50", tmp_path)
-    assert {"otb100", "dtb70", "vot2019", "lasot", "trackingnet", "got10k", "imagenet_vid", "imagenet_det", "coco", "youtube_bb", "synth"} <= set(known_datasets())
+    assert {"otb100", "dtb70", "vot2019", "lasot", "trackingnet", "got10k", "imagenet_vid", "imagenet_det", "coco", "youtube_bb",
+            "synth"} <= set(known_datasets())
 
 
 # ---------------------------------------------------------------- bad input

@@ -8,7 +8,7 @@ import torch
 
 from dst.core import DSTError
 from dst.distill.tracking import siamfc_loss, rpn_cls_loss, rpn_reg_loss, gt_loss
-from dst.distill.transfer import KDConfig, LOSS_MATRIX, soft_kl, ts_loss, ah_loss, bounded_reg_loss, kt_loss
+from dst.distill.transfer import KDConfig, LOSS_MATRIX, soft_kl, ts_loss, ah_loss, bounded_reg_loss
 from dst.distill.str_loss import str_loss, str_maps, kt_objective
 from dst.distill.sharing import ks_loss, sigma_weight, f_epoch, tsskd_objectives
 from dst.models.zoo import build_model

@@ -1,6 +1,6 @@
 """The papermill pipeline end to end at the `tiny` scale: every stage notebook and every paper notebook executes,
 writes its receipt, is skipped when complete and resumes when broken."""
-import json, os, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 
 import pytest

@@ -61,7 +61,7 @@ def _make_plan(root, target):
 
 
 @pytest.mark.parametrize("target, runs", [("demo", [r"/dst demo\b"]),
-                                          ("test", [r"/dst dev check-sync\b", r"nbdev_test --path \.", r"/pytest tests\b"])])
+                                          ("test", [r"/dst dev check-sync\b", r"/ruff check dst tests\b", r"nbdev_test --path \.", r"/pytest tests\b"])])
 def test_each_command_sets_up_then_runs(root, target, runs):
     plan = _make_plan(root, target)
     first = lambda pat: next((i for i, l in enumerate(plan) if re.search(pat, l)), None)

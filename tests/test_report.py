@@ -1,8 +1,6 @@
 """dst.report on a hand-written run folder: loading, bad inputs, the paper's numbers present or missing, the saved items and the headline."""
 import json
 import math
-import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -107,7 +105,7 @@ def test_provenance_note(run_dir):
 
 def test_save_item_and_report_index(run_dir, tmp_path):
     import matplotlib.pyplot as plt
-    run, out = rp.load_run(run_dir), tmp_path/"report"
+    out = tmp_path/"report"
     fig, ax = plt.subplots(); ax.plot([0, 1])
     rp.save_item("fig6_n_students", pd.DataFrame({"AUC": [0.5]}), fig, out, title="Fig. 6", note="a note", dataset="synth", real=False)
     rp.save_item("table2_dtb70", pd.DataFrame({"AUC": [0.5]}), None, out, title="Table 2")

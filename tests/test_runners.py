@@ -1,10 +1,8 @@
 """The benchmark runner's machinery: one tracker per worker process (built once), frames counted as they are
 tracked, parallel runs that write what a serial run writes, confidence files and the lost-target summary,
 precision passed through to the tracker."""
-import json
 import multiprocessing as mp
 import signal
-import warnings
 
 import numpy as np
 import pytest

@@ -51,7 +51,6 @@ class _Jumper(Tracker):
 
 
 def test_vot_reset_protocol_on_the_real_vot_fixture(fixtures):
-    d = fixtures / "vot2019" / "bag"
     from dst.data.datasets import load_dataset
     seq = load_dataset("vot2019", fixtures / "vot2019", sequences=["bag"])[0]
     seq = Sequence(seq.name, seq.frames[:20], seq.boxes[:20], meta={"polygons": seq.meta["polygons"][:20]})

@@ -5,7 +5,6 @@
 # %% ../../nbs/15_pairs.ipynb #bc4bd6ef
 from __future__ import annotations
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np

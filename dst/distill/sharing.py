@@ -4,7 +4,6 @@
 
 # %% ../../nbs/33_sharing.ipynb #f875e325
 from __future__ import annotations
-import math
 
 import torch
 import torch.nn.functional as F

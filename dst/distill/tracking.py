@@ -4,7 +4,6 @@
 
 # %% ../../nbs/30_tracking_losses.ipynb #25fbbdfa
 from __future__ import annotations
-import math
 
 import torch
 import torch.nn.functional as F

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/31_transfer.ipynb #87ea9ef8
 from __future__ import annotations
-import dataclasses, json, math
-from dataclasses import dataclass, field
+import dataclasses, json
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..core import DSTError
-from .tracking import _check, _reduce, reg_loss_map, siamfc_loss, rpn_cls_loss, gt_loss
+from .tracking import _check, _reduce, reg_loss_map, rpn_cls_loss, gt_loss
 
 # %% auto #0
 __all__ = ['LOSS_MATRIX', 'LOSS_IMPL', 'KDConfig', 'loss_row', 'cls_log_probs', 'kl_2way', 'soft_kl', 'soft_reg', 'ts_loss',

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..core import DSTError, get_device, resolve_precision, precision_note, autocast, channels_last
 from ..models.siamese import count_params, size_mb
-from ..track.trackers import make_tracker, tracker_for
+from ..track.trackers import make_tracker
 
 # %% auto #0
 __all__ = ['frame_flops', 'matmul_peak', 'bench_one', 'bench', 'ope_boxes', 'precision_agreement', 'ope_auc', 'add_cli']

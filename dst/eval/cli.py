@@ -4,15 +4,14 @@
 
 # %% ../../nbs/64_eval_cli.ipynb #5adafe80
 from __future__ import annotations
-import json, sys
+import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..core import DSTError, save_json
 from ..data.sequences import Sequence
-from ..data.verify import DATASET_ALIASES, dataset_name, sequence_names
+from ..data.verify import dataset_name, sequence_names
 from .metrics import attribute_metrics, benchmark_metrics, get_protocol
 from ..track.results import fps, load_sequence, load_times, results_layout, sequence_files
 from ..track.supervised import VOT2019

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/60_metrics.ipynb #1cf211c6
 from __future__ import annotations
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

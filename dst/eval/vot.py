@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import DSTError
-from ..track.supervised import FAILURE, INIT, SKIPPED, failure_frames, has_region, init_frames, is_special, region_overlap
+from ..track.supervised import failure_frames, has_region, init_frames, is_special, region_overlap
 
 # %% auto #0
 __all__ = ['trajectory_overlaps', 'vot_accuracy', 'eao_fragments', 'eao_curve', 'eao_score', 'vot_metrics']

@@ -4,9 +4,7 @@
 
 # %% ../../nbs/20_backbones.ipynb #3ae47b8c
 from __future__ import annotations
-import copy
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/25_checkpoints.ipynb #3e3d11e0
 from __future__ import annotations
-import copy, json, os, pickle, re
+import copy, json, pickle, re
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..core import DSTError, atomic_write, provenance
 from ..data.crops import CROPS, BOX_RULES
-from .siamese import SiamNet, size_mb
+from .siamese import SiamNet
 from .zoo import ARCHS, get_spec
 
 # %% auto #0

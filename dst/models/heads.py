@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import DSTError
 from .xcorr import xcorr_fast, xcorr_up, xcorr_depthwise
 
 # %% auto #0

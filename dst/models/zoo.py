@@ -4,7 +4,7 @@
 
 # %% ../../nbs/24_zoo.ipynb #93a0c40f
 from __future__ import annotations
-import copy, json, math
+import copy, math
 
 from ..core import DSTError
 from .backbones import alexnet_layer

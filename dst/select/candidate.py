@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..core import DSTError, cxcywh_to_xywh, iou_xywh, get_device
 from ..data.sequences import Sequence
-from ..data.pairs import AUG_PRESETS, Augment, FrameFilter, PairDataset, Source
+from ..data.pairs import AUG_PRESETS, FrameFilter, PairDataset, Source
 from ..data.targets import cell_offsets, decode_deltas
 from ..models.siamese import SiamNet, check_spec, size_mb
 from ..train.config import lr_schedule
@@ -115,7 +115,7 @@ def fc_proposals(cls:torch.Tensor, wh:torch.Tensor, search_size:int, stride:int=
 
 def rpn_proposals(cls:torch.Tensor, loc:torch.Tensor, anchors, top_n:int=5) -> tuple:
     "Top-`top_n` SiamRPN anchors by foreground probability, decoded to `cxcywh` boxes: `(boxes (B,N,4), scores (B,N))`."
-    B, K = cls.shape[0], cls.shape[1] // 2
+    B = cls.shape[0]
     fg = torch.nan_to_num(cls.detach().float().reshape(B, 2, -1).softmax(1)[:, 1], nan=-1.0).cpu()   # (B, K*S*S)
     scores, idx = fg.topk(min(top_n, fg.shape[1]), 1)
     d = loc.detach().float().cpu().reshape(B, 4, -1).clamp(-10, 10)            # a diverged regression stays finite

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_runners.ipynb #36ab58dd
 from __future__ import annotations
-import hashlib, json, os, shutil, signal, sys, threading, time, warnings
+import hashlib, json, os, shutil, signal, threading, time, warnings
 import multiprocessing as mp
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool

@@ -4,11 +4,11 @@
 
 # %% ../../nbs/42_train_cli.ipynb #db139e71
 from __future__ import annotations
-import argparse, json, os
+import json, os
 from pathlib import Path
 
 from ..core import DSTError, writable_dir
-from .config import TrainConfig, MECHANISMS, PAPER_SCHEDULES, table_losses
+from .config import TrainConfig, PAPER_SCHEDULES, table_losses
 from .engine import train
 
 # %% auto #0

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/41_ddp.ipynb #6845c64f
 from __future__ import annotations
-import contextlib, os, socket
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..core import DSTError, get_device, resolve_precision, precision_note, autocast
+from ..core import DSTError, get_device, resolve_precision, precision_note
 from ..core import channels_last as to_channels_last
 
 # %% auto #0
