@@ -73,6 +73,20 @@ def test_dst_eval_scores_a_custom_folder(tmp_path, mine, capsys):
     assert "static on otb-folder (2 sequences, otb protocol)" in out and "street crossing" in out
 
 
+def test_dst_data_verify_checks_a_custom_folder(tmp_path, mine, fixtures, capsys):
+    """Every layout verifies under any names; a sequence with a frame missing fails, naming its annotation file and the counts."""
+    for k, names in (("otb", ["match_07", "street crossing"]), ("vot", ["plastic-bag"]), ("got", ["player"])):
+        assert main(["data", "verify", "folder", "--root", str(mine / k)]) == 0
+        out = capsys.readouterr().out
+        assert f"{len(names)} sequence{'s' * (len(names) > 1)} checked, {len(names)} ok" in out and all(f"ok   {n}:" in out for n in names), out
+    import shutil
+    shutil.copytree(fixtures / "otb" / "Crossing", tmp_path / "walk")
+    (tmp_path / "walk" / "img" / "0005.jpg").unlink()
+    assert main(["data", "verify", "folder", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL walk:" in out and "groundtruth_rect.txt: 120 annotation rows" in out and "119 frames" in out, out
+
+
 def test_explorers_take_a_custom_folder(mine):
     got = explorer_sequences(load_dataset("folder", mine / "otb"))
     assert list(got) == ["match_07", "street crossing"]

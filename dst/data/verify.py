@@ -18,7 +18,7 @@ from . import benchmarks as B, datasets as D, training_sets as T
 # %% auto #0
 __all__ = ['TERMS', 'NO_SUMS', 'DATASET_INFO', 'DATASET_ALIASES', 'manifest_sequences', 'build_manifest', 'dataset_name',
            'sequence_names', 'manifest_dir', 'write_manifests', 'load_manifest', 'VerifyReport', 'check_frames',
-           'outside_image', 'check_boxes', 'verify_dataset', 'add_cli']
+           'outside_image', 'check_boxes', 'verify_folder', 'verify_dataset', 'add_cli']
 
 # %% ../../nbs/16_verify.ipynb #b90d1dfc
 TERMS = "not restated here: read and accept the publisher's terms on the home page before downloading or using the data"
@@ -331,10 +331,30 @@ def _verify_loaded(rep, name, root, split, sequences, decode, limit, progress):
     for seq in tqdm(seqs[:limit], desc=f"verify {name}", disable=not progress):
         rep.checked[seq.name] = len(seq); check_frames(rep, seq, decode)
 
+def verify_folder(root, sequences=None, decode:str="first", limit:int|None=None, progress:bool=False) -> VerifyReport:
+    "Check a folder of the user's own sequences (each in OTB, VOT or GOT-10k layout, detected) as a benchmark is checked."
+    from dst.data.folders import folder_sequences, read_folder_sequence
+    root, rep = Path(root), VerifyReport("folder", Path(root))
+    try: lays = folder_sequences(root)
+    except DSTError as e: rep.problem("(root)", str(e)); return rep
+    if not lays: rep.problem("(root)", f"{root}: no sequence folders (expected <seq>/img/ + groundtruth_rect.txt, <seq>/color/ + "
+                                       "groundtruth.txt, or <seq>/ frames + groundtruth.txt)"); return rep
+    if len(set(lays.values())) > 1: rep.problem("(layout)", f"sequences in several layouts {sorted(set(lays.values()))}; keep one layout per folder")
+    names = list(lays)
+    if sequences is not None:
+        if unknown := [s for s in sequences if s not in lays]: rep.problem("(list)", f"unknown sequence(s) {unknown[:10]}, expected names such as {names[:5]}")
+        names = [s for s in names if s in set(sequences)]
+    for s in tqdm(names[:limit], desc="verify folder", disable=not progress):
+        try: seq = read_folder_sequence(root, s)
+        except DSTError as e: rep.problem(s, str(e)); continue
+        rep.checked[s] = len(seq); check_frames(rep, seq, decode); check_boxes(rep, seq)
+    return rep
+
 def verify_dataset(name:str, root, split:str|None=None, sequences=None, decode:str="first", limit:int|None=None,
                    progress:bool=False) -> VerifyReport:
-    "Check a local copy of dataset `name` at `root` against its manifest; see the report's `lines()`."
+    "Check a local copy of dataset `name` (or `folder`: any folder of sequences) at `root` against its manifest; see `lines()`."
     if decode not in ("none", "first", "all"): raise DSTError(f"decode={decode!r}, expected 'none', 'first' or 'all'")
+    if name == "folder": return verify_folder(root, sequences, decode, limit, progress)
     man, root = load_manifest(name), Path(root)
     b = D.BENCHMARKS.get(name)
     split = b.split(split) if b else (split or DATASET_INFO[name].get("default_split"))
@@ -368,7 +388,8 @@ def add_cli(sub):
     g = command_group(sub, "data", "datasets: synthetic benchmark, verification")
     p = g.add_parser("verify", help="check a local copy of a dataset against its manifest, sequence by sequence",
                      description="Check a local copy of a dataset: missing sequences and frames, malformed annotations, rows vs frames. Exit status 1 when problems are found.")
-    p.add_argument("name", type=dataset_name, choices=list(DATASET_INFO), help="dataset (a data_manifests/ name, or an alias such as otb, vot)")
+    p.add_argument("name", type=dataset_name, choices=[*DATASET_INFO, "folder"],
+                   help="dataset (a data_manifests/ name, or an alias such as otb, vot), or folder: your own sequences in OTB, VOT or GOT-10k layout")
     p.add_argument("--root", type=Path, required=True, help="the dataset's root folder")
     p.add_argument("--split", help="split to check (default: the dataset's default split)")
     p.add_argument("--sequences", nargs="+", help="sequence names to check, space- or comma-separated (default: the whole split)")
