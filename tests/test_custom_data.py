@@ -8,7 +8,7 @@ import pytest
 
 from dst.cli import main
 from dst.data.datasets import folder_benchmark, folder_sequences, load_dataset
-from dst.explore import explorer_sequences
+from dst.explore.tracker import explorer_sequences
 from dst.track.runners import run_benchmark
 
 
