@@ -89,17 +89,17 @@ def test_benchmark_scores_every_model(tiny_run):
 def test_report_has_every_item(tiny_run):
     out, _ = tiny_run
     d = out/"report"
-    for item in pl.PAPER_ITEMS:
+    for item in runs.PAPER_ITEMS:
         assert (d/f"{item}.ipynb").is_file() and (d/f"{item}.md").is_file(), item
         if item.startswith("fig") or item in ("table4_ablation", "table5_mechanisms"):
             assert (d/f"{item}.png").stat().st_size > 5000, item
     rep = json.loads((d/"report.json").read_text())
     names = [r["name"] for r in (rep["items"] if isinstance(rep, dict) else rep)]
-    assert set(pl.PAPER_ITEMS) <= set(names)
+    assert set(runs.PAPER_ITEMS) <= set(names)
     html = runs.read_stage(out, "report").get("html")
     if html:
         index = (out/html).read_text()
-        assert all(f"{item}" in index for item in pl.PAPER_ITEMS)
+        assert all(f"{item}" in index for item in runs.PAPER_ITEMS)
     t5 = (d/"table5_mechanisms.md").read_text()
     assert "0.573" in t5 and "synthetic" in t5.lower()       # the paper's SiamFC TSsKD dull AUC, and the stand-in said plainly
 
@@ -131,7 +131,7 @@ def test_broken_benchmark_resumes_without_retracking(tiny_run):
     info = pl.run_pipeline("benchmark", "tiny", "siamfc", out, progress=False)
     assert info["stages"]["benchmark"]["last"] == "resumed"
     assert victim.is_file() and keep.stat().st_mtime_ns == mtime
-    assert pl.stage_state(out, "report", dict(run_dir=str(out), items=list(pl.PAPER_ITEMS))) == "stale"
+    assert pl.stage_state(out, "report", dict(run_dir=str(out), items=list(runs.PAPER_ITEMS))) == "stale"
 
 
 def test_stage_needs_its_upstream(tmp_path):
