@@ -8,7 +8,7 @@ import ast, copy, json, re, shutil, sys, time
 from pathlib import Path
 
 from .core import DSTError, provenance, repo_root, save_json, get_device, resolve_precision, precision_note, PRECISIONS
-from .runs import STAGES, STAGE_NOTEBOOKS, PAPER_ITEMS, stage_dir, rel, upstream, notebook_path, declared
+from .runs import STAGES, STAGE_NOTEBOOKS, PAPER_ITEMS, stage_dir, rel, upstream, finish_stage, notebook_path, declared
 
 # %% auto #0
 __all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'check_scale',
