@@ -4,18 +4,17 @@
 
 # %% ../nbs/75_pipeline.ipynb #4c899677
 from __future__ import annotations
-import ast, copy, hashlib, json, re, shutil, sys, time
+import ast, json, re, shutil, time
 from pathlib import Path
 
 from .core import DSTError, provenance, repo_root, save_json, get_device, resolve_precision, precision_note, PRECISIONS
+from .runs import STAGES, STAGE_NOTEBOOKS, PAPER_ITEMS, stage_dir, rel, upstream, finish_stage, notebook_path, declared
 
 # %% auto #0
-__all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'STAGES', 'STAGE_DIRS', 'STAGE_NOTEBOOKS',
-           'PAPER_ITEMS', 'COMMON', 'PUBLISH_SKIP', 'check_scale', 'arch_name', 'family_models', 'budget', 'stage_dir',
-           'rel', 'fingerprint', 'upstream', 'read_stage', 'begin_stage', 'finish_stage', 'ensure_synth',
-           'training_data', 'data_record', 'read_training_data', 'student_plan', 'final_loss', 'run_models',
-           'parse_params', 'notebook_path', 'declared', 'stage_state', 'run_stage', 'run_report', 'default_out',
-           'run_pipeline', 'publish', 'report_summary', 'add_cli']
+__all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'check_scale',
+           'arch_name', 'family_models', 'budget', 'ensure_synth', 'training_data', 'student_plan', 'final_loss',
+           'parse_params', 'stage_state', 'run_stage', 'run_report', 'default_out', 'run_pipeline', 'publish',
+           'report_summary', 'add_cli']
 
 # %% ../nbs/75_pipeline.ipynb #c64c1580
 SCALES = {
@@ -87,59 +86,6 @@ def budget(scale:str, stage:str, family:str="siamfc", **given) -> dict:
     b.update({k: v for k, v in given.items() if v is not None})
     return b
 
-# %% ../nbs/75_pipeline.ipynb #a5467764
-STAGES = ("teacher", "select", "students", "benchmark", "report")
-STAGE_DIRS = dict(teacher="1_teacher", select="2_select", students="3_students", benchmark="4_benchmark", report="report")
-STAGE_NOTEBOOKS = dict(teacher="experiments/1_teacher.ipynb", select="experiments/2_select.ipynb",
-                       students="experiments/3_students.ipynb", benchmark="experiments/4_benchmark.ipynb")
-PAPER_ITEMS = ("table1_losses", "table2_dtb70", "table3_large", "table4_ablation", "table5_mechanisms", "table6_siamrpnpp",
-               "fig1_speed_accuracy", "fig3_str_maps", "fig4_n2n", "fig5_ope_plots", "fig6_n_students")
-
-def stage_dir(run_dir, stage:str) -> Path:
-    "The folder of `stage` inside the run folder."
-    if stage not in STAGE_DIRS: raise DSTError(f"stage {stage!r}: expected one of {list(STAGES)}")
-    return Path(run_dir)/STAGE_DIRS[stage]
-
-def rel(run_dir, path) -> str:
-    "`path` relative to the run folder (as stored in its JSON files)."
-    return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
-
-def fingerprint(path) -> str:
-    "A short SHA-256 of a file's bytes."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-def upstream(run_dir, stage:str) -> dict:
-    "Fingerprints of the `metrics.json` of every stage before `stage` that has one."
-    out = {}
-    for s in STAGES[:STAGES.index(stage)]:
-        p = stage_dir(run_dir, s)/"metrics.json"
-        if p.is_file(): out[s] = fingerprint(p)
-    return out
-
-def read_stage(run_dir, stage:str) -> dict:
-    "A finished stage's metrics; a clear error naming the command that makes it when it is missing."
-    p = stage_dir(run_dir, stage)/"metrics.json"
-    if not p.is_file():
-        raise DSTError(f"{p} is missing: stage {stage!r} of {run_dir} has not finished; run `dst run {stage} --out {run_dir}` (or `dst run all`)")
-    return json.loads(p.read_text())
-
-def begin_stage(run_dir, stage:str, params:dict) -> tuple:
-    "Create the stage's folder, write `parameters.json` and the upstream it starts from; returns `(folder, start time)`."
-    d = stage_dir(run_dir, stage); d.mkdir(parents=True, exist_ok=True)
-    save_json(params, d/"parameters.json")
-    save_json(dict(upstream=upstream(run_dir, stage), time=time.strftime("%Y-%m-%d %H:%M:%S")), d/"started.json")
-    return d, time.time()
-
-def finish_stage(run_dir, stage:str, params:dict, t0:float, **fields) -> dict:
-    "Write the stage's `metrics.json` (last, atomically): the fields, parameters, upstream fingerprints, provenance, seconds."
-    dev = get_device(params.get("device", "auto"))
-    m = dict(stage=stage, scale=params.get("scale"), family=params.get("family"), **fields, parameters=params,
-             upstream=upstream(run_dir, stage), seconds=round(time.time() - t0, 2),
-             provenance=provenance(seed=params.get("seed"), scale=params.get("scale"),
-                                   precision=precision_note(resolve_precision(params.get("precision", "auto"), dev), dev)))
-    save_json(m, stage_dir(run_dir, stage)/"metrics.json")
-    return m
-
 # %% ../nbs/75_pipeline.ipynb #a3150341
 def ensure_synth(run_dir, scale:str="smoke", seed:int=0, progress:bool=True) -> Path:
     "The run's synthetic benchmark folder, generated on first use with the scale's preset."
@@ -162,18 +108,6 @@ def training_data(run_dir, scale:str="smoke", seed:int=0, train_dataset:str="syn
     if not 0 < float(mix_weight) < 1: raise DSTError(f"mix_weight = {mix_weight!r}: expected a share of the epoch strictly between 0 and 1")
     mix = dict(dataset=mix_dataset, root=str(Path(mix_root).resolve()), split="train", frame_filter=mix_frame_filter, weight=float(mix_weight))
     return [dict(main, weight=1 - float(mix_weight)), mix]
-
-def data_record(run_dir, data:list) -> list[dict]:
-    "`data` as a receipt stores it: roots inside the run folder relative to it, others absolute."
-    inside = lambda p: Path(p).resolve().is_relative_to(Path(run_dir).resolve())
-    return [dict(d, root=rel(run_dir, d["root"]) if inside(d["root"]) else d["root"]) for d in data]
-
-def read_training_data(run_dir) -> list[dict]:
-    "The training sources stage 1 recorded, with absolute roots (also from receipts written before the mix: one dict)."
-    d = read_stage(run_dir, "teacher")["data"]
-    if isinstance(d, dict):   # an older receipt: {dataset, root, real}
-        d = [dict(dataset=d["dataset"], root=d["root"], split="train", frame_filter="siamfc" if d["real"] else "permissive")]
-    return [dict(x, root=str(Path(run_dir)/x["root"]) if not Path(x["root"]).is_absolute() else x["root"]) for x in d]
 
 # %% ../nbs/75_pipeline.ipynb #4b5fa9aa
 def _losses_key(losses) -> frozenset: return frozenset(losses)
@@ -219,17 +153,6 @@ def final_loss(student:dict) -> float|None:
     le = student.get("last_epoch") or {}
     return next((le[k] for k in ("kd", "kt", "gt") if le.get(k) is not None), None)
 
-# %% ../nbs/75_pipeline.ipynb #4a3999e1
-def run_models(run_dir) -> dict:
-    "Model key -> role, run, mechanism, losses, checkpoint (relative), name; the teacher first."
-    t = read_stage(run_dir, "teacher")["teacher"]
-    out = {"teacher": dict(role="teacher", run="teacher", mechanism=None, losses=None, checkpoint=t["checkpoint"], name=t.get("arch"))}
-    for key, r in read_stage(run_dir, "students")["runs"].items():
-        for s in r["students"]:
-            out[f"{key}/{s['role']}"] = dict(role=s["role"], run=key, mechanism=r["mechanism"], losses=r["losses"],
-                                            checkpoint=s["checkpoint"], name=s.get("name"), scale=s.get("scale"))
-    return out
-
 # %% ../nbs/75_pipeline.ipynb #bb412497
 COMMON = ("run_dir", "scale", "family", "seed", "device", "precision")
 
@@ -242,22 +165,6 @@ def parse_params(items) -> dict:
         try: out[k.strip()] = ast.literal_eval(v)
         except (ValueError, SyntaxError): out[k.strip()] = v
     return out
-
-def notebook_path(stage_or_item:str) -> Path:
-    "The source notebook of a stage (`nbs/experiments/...`) or a paper item (`nbs/paper/...`)."
-    nbs = repo_root()/"nbs"
-    p = nbs/STAGE_NOTEBOOKS[stage_or_item] if stage_or_item in STAGE_NOTEBOOKS else nbs/"paper"/f"{stage_or_item}.ipynb"
-    if not p.is_file(): raise DSTError(f"{p}: notebook missing (the pipeline runs from a checkout of the repository)")
-    return p
-
-def _literal(src:str):
-    try: return ast.literal_eval(src)
-    except (ValueError, SyntaxError): return src
-
-def declared(nb:Path) -> dict:
-    "The names and default values of a notebook's `parameters` cell (papermill reads them as source text)."
-    import papermill as pm
-    return {k: _literal(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}
 
 # %% ../nbs/75_pipeline.ipynb #5926aba5
 def _jsonable(v): return json.loads(json.dumps(v, default=str))
@@ -425,7 +332,8 @@ def report_summary(run_dir) -> str:
         m = json.loads((d/"metrics.json").read_text())
         lines.append(f"report: {d}" + (f"  (open {Path(run_dir)/m['html']})" if m.get("html") else ""))
     try:
-        from dst.report import load_run, headline_text
+        from dst.runs import load_run
+        from dst.report import headline_text
         lines.append(headline_text(load_run(run_dir)))
     except (ImportError, DSTError) as e: lines.append(f"(no headline table: {e})")
     return "\n".join(lines)

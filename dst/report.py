@@ -4,179 +4,30 @@
 
 # %% ../nbs/82_report.ipynb #10fa8241
 from __future__ import annotations
-import json, math
-from dataclasses import dataclass, field
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import DSTError, atomic_write, repo_root, save_json, shared_dir
+from .core import DSTError, atomic_write, save_json, shared_dir
+from .runs import PAPER_BENCHMARKS, Run, load_run, read_json, training_sources
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_COMMANDS', 'BENCHMARKS', 'BENCH_PROTOCOLS', 'FAMILIES', 'DATASET_NAMES', 'METRIC_LABELS',
-           'PAPER_FAMILY', 'PAPER_COLUMNS', 'HEADLINE_COLUMNS', 'Run', 'resolve_run_dir', 'load_run', 'example_run',
-           'default_paper_path', 'paper_numbers', 'paper_status', 'paper_frame', 'scores_frame', 'bench_scores',
-           'paper_name', 'table_models', 'model_fps', 'with_paper_names', 'beside', 'markdown_table', 'dataset_phrase',
-           'training_phrase', 'provenance_note', 'report_dir', 'save_item', 'headline_table', 'headline_text']
+__all__ = ['BENCHMARKS', 'BENCH_PROTOCOLS', 'FAMILIES', 'DATASET_NAMES', 'METRIC_LABELS', 'PAPER_FAMILY', 'PAPER_COLUMNS',
+           'HEADLINE_COLUMNS', 'default_paper_path', 'paper_numbers', 'paper_status', 'paper_frame', 'scores_frame',
+           'bench_scores', 'paper_name', 'table_models', 'model_fps', 'with_paper_names', 'beside', 'markdown_table',
+           'dataset_phrase', 'training_phrase', 'provenance_note', 'report_dir', 'open_item', 'save_item',
+           'headline_table', 'headline_text']
 
 # %% ../nbs/82_report.ipynb #a0c597bf
-STAGES = ("1_teacher", "2_select", "3_students", "4_benchmark")
-STAGE_COMMANDS = {"1_teacher": "teacher", "2_select": "select", "3_students": "students", "4_benchmark": "benchmark"}  # `dst run CMD`
-BENCHMARKS = {"otb100": "OTB-100", "dtb70": "DTB70", "vot2019": "VOT2019", "lasot": "LaSOT", "trackingnet": "TrackingNet", "got10k": "GOT-10k"}
+BENCHMARKS = dict(zip(PAPER_BENCHMARKS, ("OTB-100", "DTB70", "VOT2019", "LaSOT", "TrackingNet", "GOT-10k")))   # key -> the paper's name
 BENCH_PROTOCOLS = {"otb100": "otb", "dtb70": "dtb70", "vot2019": "vot2019", "lasot": "lasot", "trackingnet": "trackingnet", "got10k": "got10k"}
 FAMILIES = {"siamfc": "SiamFC", "siamrpn": "SiamRPN", "siamrpnpp": "SiamRPN++"}
 DATASET_NAMES = {"synth": "synthetic test split", "fixtures-otb": "OTB-100 fixture sequences", "fixtures-vot": "VOT2019 fixture sequence", **BENCHMARKS}
 METRIC_LABELS = {"auc": "AUC", "precision": "DP@20px", "op50": "OP@0.5", "norm_precision": "P_norm", "eao": "EAO",
                  "accuracy": "A", "robustness": "R", "ao": "AO", "sr50": "SR@0.5", "sr75": "SR@0.75", "fps": "FPS",
                  "size_mb": "Size (MB)", "compression": "Compression (x)", "speedup": "Speed-up (x)"}
-
-# %% ../nbs/82_report.ipynb #a2dfbe3b
-def _read_json(path:Path, what:str="file"):
-    "JSON from `path`, with a DSTError naming the file and line when it is not valid JSON."
-    try: return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e: raise DSTError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); expected the {what}") from None
-
-@dataclass
-class Run:
-    "A pipeline run folder: `run.json` and the `metrics.json` of each finished stage."
-    dir: Path
-    info: dict = field(default_factory=dict)      # run.json ({} when the runner has not written one)
-    metrics: dict = field(default_factory=dict)   # {stage: its metrics.json}, finished stages only
-
-    def command(self, stage:str) -> str: return f"dst run {STAGE_COMMANDS.get(stage, stage)} --out {self.dir}"
-    def has(self, stage:str) -> bool: return stage in self.metrics
-
-    def stage(self, name:str) -> dict:
-        "A finished stage's metrics; a DSTError naming the missing file and the command that makes it."
-        if name not in STAGES: raise DSTError(f"unknown stage {name!r}; expected one of {STAGES}")
-        if name not in self.metrics: raise DSTError(f"{self.dir} has no {name}/metrics.json: run `{self.command(name)}`")
-        return self.metrics[name]
-
-    def path(self, rel) -> Path|None:
-        "A path stored in the run's JSON (relative to the run folder), resolved; None stays None."
-        return None if rel is None else self.dir/rel
-
-    def _get(self, key:str):
-        return self.info.get(key) or next((m[key] for m in self.metrics.values() if m.get(key)), None)
-    @property
-    def scale(self) -> str|None: return self._get("scale")
-    @property
-    def family(self) -> str|None: return self._get("family")
-
-    def provenance(self, stage:str|None="4_benchmark") -> dict:
-        "The provenance of `stage` when it is finished, else the runner's (run.json)."
-        return (self.metrics.get(stage) or {}).get("provenance") or self.info.get("provenance") or {}
-
-    @property
-    def models(self) -> dict: return self.stage("4_benchmark").get("models", {})
-
-    def stand_in(self, bench:str) -> str:
-        "The dataset key a paper benchmark is rendered on (`synth` when its data was absent)."
-        if bench not in BENCHMARKS: raise DSTError(f"unknown paper benchmark {bench!r}; expected one of {list(BENCHMARKS)}")
-        return self.stage("4_benchmark").get("stand_in", {}).get(bench, "synth")
-
-    def dataset(self, key:str) -> dict:
-        "A dataset's entry in 4_benchmark/metrics.json (name, real, n_sequences, ...)."
-        ds = self.stage("4_benchmark").get("datasets", {})
-        if key not in ds: raise DSTError(f"{self.dir/'4_benchmark/metrics.json'}: no dataset {key!r} in 'datasets'; it has {sorted(ds)}")
-        return ds[key]
-
-    def __repr__(self):
-        return f"Run({str(self.dir)!r}, {self.scale} {self.family}, stages: {', '.join(s for s in STAGES if s in self.metrics) or 'none'})"
-
-# %% ../nbs/82_report.ipynb #62cca7d1
-def resolve_run_dir(run_dir) -> Path:
-    "`run_dir` as given when it exists (or is absolute), else relative to the repository root."
-    p = Path(run_dir).expanduser()
-    return p if p.is_absolute() or p.exists() else repo_root()/p
-
-def load_run(run_dir, need=()) -> Run:
-    "Read a run folder (run.json + every finished stage's metrics.json); `need` lists stages that must be finished."
-    d = resolve_run_dir(run_dir)
-    if not d.is_dir(): raise DSTError(f"run folder {str(run_dir)!r} does not exist ({d}): make it with `dst run all --out {run_dir}`")
-    info = _read_json(d/"run.json", "run description written by `dst run`") if (d/"run.json").is_file() else {}
-    metrics = {s: _read_json(d/s/"metrics.json", f"{s} stage's metrics") for s in STAGES if (d/s/"metrics.json").is_file()}
-    if not info and not metrics:
-        raise DSTError(f"{d} is not a run folder (no run.json and no <stage>/metrics.json): make one with `dst run all --out {run_dir}`")
-    run = Run(d, info, metrics)
-    for s in ([need] if isinstance(need, str) else need): run.stage(s)
-    return run
-
-# %% ../nbs/82_report.ipynb #dedbfcc6
-_EX_MODELS = {   # key: (role, run, size_mb, fps, auc, precision) -- typed by hand for the example run
-    "teacher": ("teacher", "teacher", 9.4, 110.0, 0.60, 0.80),
-    "NOKD/dull": ("dull", "NOKD", 0.7, 220.0, 0.40, 0.50), "NOKD/intelligent": ("intelligent", "NOKD", 2.4, 165.0, 0.50, 0.65),
-    "TSKD/dull": ("dull", "TSKD", 0.7, 220.0, 0.45, 0.58), "TSKD/intelligent": ("intelligent", "TSKD", 2.4, 165.0, 0.52, 0.68),
-    "TSsKD/dull": ("dull", "TSsKD", 0.7, 220.0, 0.48, 0.62), "TSsKD/intelligent": ("intelligent", "TSsKD", 2.4, 165.0, 0.53, 0.70),
-    "TS/dull": ("dull", "TS", 0.7, 220.0, 0.42, 0.53), "GT+TS/dull": ("dull", "GT+TS", 0.7, 220.0, 0.41, 0.52),
-    "TS+STR/dull": ("dull", "TS+STR", 0.7, 220.0, 0.44, 0.56), "n3/dull": ("dull", "n3", 0.7, 220.0, 0.47, 0.61),
-    "static": ("baseline", None, None, 2000.0, 0.20, 0.25),
-}
-_EX_LOSSES = {"teacher": ["gt"], "NOKD": ["gt"], "TSKD": ["ah", "ts", "str"], "TSsKD": ["ah", "ts", "str", "ks"], "TS": ["ts"],
-              "GT+TS": ["ah", "ts"], "TS+STR": ["ts", "str"], "n3": ["ah", "ts", "str", "ks"]}
-_EX_MECH = {"NOKD": "NOKD", "TSKD": "TSKD", "TSsKD": "TSsKD", "TS": "TSKD", "GT+TS": "TSKD", "TS+STR": "TSKD", "n3": "TSsKD"}
-_EX_PROV = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False, "python": "3.11.9",
-            "device": "cpu (x86_64, 2 cores)", "time": "2026-01-02T03:04:05+00:00"}
-
-def _ex_curves(auc:float, prec:float) -> dict:
-    t, e = np.linspace(0, 1, 21), np.arange(51.0)
-    return dict(success=(1 - t ** (auc / (1 - auc))).round(4).tolist(), success_thresholds=t.round(2).tolist(),
-                precision=np.clip(prec * e / 20, 0, 1).round(4).tolist(), precision_thresholds=e.tolist())
-
-def example_run(path, family:str="siamfc") -> Path:
-    "Write a small hand-made run folder that follows the run-folder contract (for lessons and tests)."
-    d = Path(path); d.mkdir(parents=True, exist_ok=True)
-    common = lambda stage, secs: dict(stage=stage, scale="tiny", family=family, parameters={"seed": 0}, provenance=_EX_PROV, seconds=secs)
-    save_json(dict(scale="tiny", family=family, seed=0, parameters={}, provenance=_EX_PROV,
-                   stages={STAGE_COMMANDS[s]: dict(status="complete", last="ran", seconds=t) for s, t in zip(STAGES, (30.0, 20.0, 60.0, 15.0))}), d/"run.json")
-    save_json(dict(common("1_teacher", 30.0), teacher=dict(arch=family, checkpoint="1_teacher/teacher.pt", source="trained", size_mb=9.4,
-                   params=2_350_000, steps=40, final_loss=0.31), data=dict(dataset="synth", root="data/synth", real=False)), d/"1_teacher/metrics.json")
-    hist = [dict(step=i, reward=r, baseline=b, accuracy=a, compression=c, n_valid=2,
-                 candidates=[dict(actions=[3, 4], scales=[], valid=True, reason=None, cached=False, acc=a + dx, size_mb=9.4 * (1 - c),
-                                  compression=c, reward=r + dx) for dx in (-0.02, 0.02)])
-            for i, (r, b, a, c) in enumerate([(0.50, 0.50, 0.40, 0.70), (0.60, 0.52, 0.42, 0.80), (0.70, 0.56, 0.45, 0.90)])]
-    (d/"2_select/search").mkdir(parents=True, exist_ok=True)
-    (d/"2_select/search/history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
-    save_json(dict(common("2_select", 20.0), student=dict(spec="2_select/student.json", name=f"{family}-dull", size_mb=0.7, compression=1 - 0.7 / 9.4,
-                   widths=[24, 64, 96, 96, 64], kernels=[11, 5, 3, 3, 3], acc=0.45, searched=True), teacher=dict(size_mb=9.4, acc=0.5),
-                   history="2_select/search/history.jsonl", fig4="2_select/search/fig4.png"), d/"2_select/metrics.json")
-    runs = {k: dict(losses=_EX_LOSSES[k], mechanism=_EX_MECH[k], folder=f"3_students/runs/{k}", steps=40, seconds=5.0,
-                    students=[dict(role=m.split("/")[1], name=m, scale=None, checkpoint=f"3_students/runs/{k}/students/s{i}.pt", size_mb=_EX_MODELS[m][2])
-                              for i, m in enumerate(x for x in _EX_MODELS if x.startswith(k + "/"))]) for k in _EX_MECH}
-    tables = dict(table5={m: {"dull": f"{m}/dull", "intelligent": f"{m}/intelligent"} for m in ("NOKD", "TSKD", "TSsKD")},
-                  table4={"GT": "NOKD/dull", "TS": "TS/dull", "GT+TS": "GT+TS/dull", "TS+STR": "TS+STR/dull", "GT+TS+STR": "TSKD/dull"},
-                  fig6={"1": "TSKD/dull", "2": "TSsKD/dull", "3": "n3/dull"})
-    save_json(dict(common("3_students", 60.0), runs=runs, **tables), d/"3_students/metrics.json")
-    models = {k: dict(role=r, run=run, mechanism=_EX_MECH.get(run), losses=_EX_LOSSES.get(run), name=k,
-                      checkpoint="1_teacher/teacher.pt" if k == "teacher" else f"3_students/runs/{run}/students/s{int(r == 'intelligent')}.pt",
-                      size_mb=mb, params=int(mb * 250_000), fps=fps, net_fps=fps * 1.5, gflops=None,
-                      speedup=fps / 110.0, compression=9.4 / mb, device="cpu")
-              for k, (r, run, mb, fps, auc, p) in _EX_MODELS.items() if r != "baseline"}
-    models["static"] = dict(role="baseline", run=None, mechanism=None, losses=None, checkpoint=None, name="static")  # baselines: not timed
-    datasets = {"synth": dict(name="synth", real=False, root="data/synth", n_sequences=6, frames=240, note="synthetic test split of this run", max_frames=None),
-                "fixtures-vot": dict(name="fixtures-vot", real=True, root="/work/shared/fixtures/vot2019", n_sequences=1, frames=24,
-                                     note="real VOT2019 sequence(s) from ../shared/fixtures", max_frames=24)}
-    keys = ["model", "dataset", "protocol", "n_sequences", "fps", "auc", "precision", "op50", "norm_precision", "eao", "accuracy", "robustness"]
-    rows = [dict(model=k, dataset="synth", protocol="otb", n_sequences=6, fps=fps, auc=auc, precision=p, op50=round(auc + 0.1, 3))
-            for k, (r, run, mb, fps, auc, p) in _EX_MODELS.items()]                      # OTB-100's stand-in: every model
-    headline = [k for k in _EX_MODELS if k == "teacher" or k.split("/")[0] in ("NOKD", "TSKD", "TSsKD") or k == "static"]
-    rows += [dict(row, protocol="dtb70") for row in rows if row["model"] in headline]      # the same numbers: DTB70 scores as OTB
-    rows += [dict(model=k, dataset="synth", protocol=pr, n_sequences=6, fps=_EX_MODELS[k][3], auc=round(_EX_MODELS[k][4] + da, 3),
-                  precision=round(_EX_MODELS[k][5] + dp, 3), norm_precision=round(_EX_MODELS[k][5] + dn, 3))
-             for pr, da, dp, dn in [("lasot", -0.05, -0.05, -0.1), ("trackingnet", 0.05, -0.05, 0.0)] for k in headline]
-    vot = {"teacher": (0.30, 0.55, 0.40), "NOKD/dull": (0.20, 0.48, 0.80), "NOKD/intelligent": (0.24, 0.50, 0.60),
-           "TSsKD/dull": (0.25, 0.50, 0.60), "TSsKD/intelligent": (0.27, 0.52, 0.50)}
-    rows += [dict(model=k, dataset="synth", protocol="vot2019", n_sequences=6, fps=_EX_MODELS[k][3], eao=e, accuracy=a, robustness=rb)
-             for k, (e, a, rb) in vot.items()]
-    rows += [dict(model="teacher", dataset="fixtures-vot", protocol="vot2019", n_sequences=1, fps=110.0, eao=0.35, accuracy=0.60, robustness=0.0)]
-    scores = [{c: r.get(c) for c in keys} for r in rows]       # every row has every column, null where a protocol lacks it
-    curves = {"synth": {k: _ex_curves(_EX_MODELS[k][4], _EX_MODELS[k][5]) for k in ("teacher", "TSsKD/dull", "TSsKD/intelligent", "static")}}
-    save_json(curves, d/"4_benchmark/curves.json")
-    save_json(dict(common("4_benchmark", 15.0), models=models, datasets=datasets, scores=scores, curves="4_benchmark/curves.json",
-                   stand_in=dict(otb100="synth", dtb70="synth", vot2019="synth", lasot="synth", trackingnet="synth", got10k="synth"),
-                   **tables), d/"4_benchmark/metrics.json")
-    return d
 
 # %% ../nbs/82_report.ipynb #e72c161b
 def default_paper_path() -> Path|None:
@@ -192,7 +43,7 @@ def paper_numbers(path="") -> dict:
     else:
         p = default_paper_path()
         if p is None or not p.is_file(): return {}
-    d = _read_json(p, "paper's numbers (paper_numbers.json)")
+    d = read_json(p, "paper's numbers (paper_numbers.json)")
     return dict(d, _file=str(p))
 
 def paper_status(paper:dict, family:str|None=None) -> str:
@@ -347,8 +198,7 @@ def training_phrase(run:Run) -> str|None:
     "The training sources stage 1 recorded, in words with their shares of an epoch; None before stage 1."
     if not run.has("1_teacher") or not (d := run.stage("1_teacher").get("data")): return None
     name = lambda x: "the synthetic train split" if x["dataset"] == "synth" else f"{x['dataset']} {Path(x['root']).name}"
-    return "trained on " + " + ".join(name(x) + (f" ({x['weight']:.0%})" if x.get("weight") is not None else "")
-                                      for x in ([d] if isinstance(d, dict) else d))
+    return "trained on " + " + ".join(name(x) + (f" ({x['weight']:.0%})" if x.get("weight") is not None else "") for x in training_sources(d, run.dir))
 
 def provenance_note(run:Run, dataset_key=None, stage:str="4_benchmark") -> str:
     "A plain sentence: scale, family, data (real or synthetic stand-in, sequences), training data, device, precision, commit and date."
@@ -369,6 +219,14 @@ def report_dir(run:Run, out_dir="") -> Path:
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+def open_item(run_dir, out_dir="", numbers="", need=(), theme:str|None=None) -> tuple:
+    "A paper notebook's first step, from its parameters: `(run, paper's numbers, output folder)`; `theme`: a seaborn style for its plots."
+    run = load_run(run_dir, need)
+    if theme:
+        import seaborn as sns
+        sns.set_theme(style=theme)
+    return run, paper_numbers(numbers), report_dir(run, out_dir)
+
 def save_item(name:str, df=None, fig=None, out_dir=".", title:str|None=None, note:str|None=None,
               dataset:str|None=None, real:bool|None=None, digits=3) -> dict:
     "Write `<name>.md` (`df`: a DataFrame or {heading: DataFrame}) and `<name>.png` (`fig`), and record the item in report.json."
@@ -382,7 +240,7 @@ def save_item(name:str, df=None, fig=None, out_dir=".", title:str|None=None, not
         files.append(f"{name}.md")
     if fig is not None: save_figure(fig, d/f"{name}.png"); files.append(f"{name}.png")
     item = dict(name=name, title=title or name, files=files, dataset=dataset, real=real, note=note)
-    items = _read_json(d/"report.json", "report index (a list of items)") if (d/"report.json").is_file() else []
+    items = read_json(d/"report.json", "report index (a list of items)") if (d/"report.json").is_file() else []
     if not isinstance(items, list): raise DSTError(f"{d/'report.json'}: expected a list of items, got {type(items).__name__}")
     items = [i for i in items if i.get("name") != name] + [item]
     save_json(items, d/"report.json")

@@ -8,7 +8,7 @@ import pytest
 from dst.cli import main
 from dst.data.datasets import load_dataset
 from dst.data.folders import folder_benchmark, folder_sequences
-from dst.explore import explorer_sequences
+from dst.explore.tracker import explorer_sequences
 from dst.track.runners import run_benchmark
 
 

@@ -1,4 +1,5 @@
-"""The JupyterLab explorers (dst.explore) driven from code: on the real fixtures, on a tiny synthetic sequence, and on a run folder."""
+"""The JupyterLab explorers (dst.explore.tracker, dst.explore.str_maps) driven from code: on the real fixtures, on a tiny
+synthetic sequence, and on a run folder."""
 import json
 
 import cv2
@@ -7,10 +8,11 @@ import pytest
 
 from dst.core import DSTError, iou_xywh
 from dst.data.synth import generate, load_synth
-from dst.explore import (GREEN, RED, YELLOW, TrackRun, draw_frame, explorer_models, run_checkpoints, str_explorer,
-                         tracker_explorer)
+from dst.explore.str_maps import str_explorer
+from dst.explore.tracker import GREEN, RED, YELLOW, TrackRun, draw_frame, explorer_models, tracker_explorer
 from dst.models.checkpoint import save_checkpoint
 from dst.models.zoo import build_model
+from dst.runs import run_checkpoints
 from dst.track.trackers import StaticTracker
 
 
@@ -20,7 +22,7 @@ def decode(png: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fixture_seqs(fixtures):
-    from dst.explore import fixture_sequences
+    from dst.explore.tracker import fixture_sequences
     return fixture_sequences()
 
 

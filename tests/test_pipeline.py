@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dst.core import DSTError, fixtures_dir
-from dst import pipeline as pl
+from dst import pipeline as pl, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DST = [sys.executable, "-m", "dst"]
@@ -22,10 +22,10 @@ def tiny_run(tmp_path_factory):
 
 def test_every_stage_ran_and_left_a_receipt(tiny_run):
     out, info = tiny_run
-    assert list(info["stages"]) == list(pl.STAGES)
+    assert list(info["stages"]) == list(runs.STAGES)
     assert all(s["status"] == "complete" and s["last"] == "ran" for s in info["stages"].values())
-    for stage in pl.STAGES[:4]:
-        d = pl.stage_dir(out, stage)
+    for stage in runs.STAGES[:4]:
+        d = runs.stage_dir(out, stage)
         m = json.loads((d/"metrics.json").read_text())
         assert m["stage"] == stage and m["scale"] == "tiny" and m["family"] == "siamfc"
         assert m["provenance"]["commit"] and m["parameters"] == json.loads((d/"parameters.json").read_text())
@@ -37,17 +37,17 @@ def test_every_stage_ran_and_left_a_receipt(tiny_run):
 
 def test_receipts_chain_upstream(tiny_run):
     out, _ = tiny_run
-    sel = pl.read_stage(out, "select")
-    assert sel["upstream"] == {"teacher": pl.fingerprint(out/"1_teacher/metrics.json")}
-    bm = pl.read_stage(out, "benchmark")
+    sel = runs.read_stage(out, "select")
+    assert sel["upstream"] == {"teacher": runs.fingerprint(out/"1_teacher/metrics.json")}
+    bm = runs.read_stage(out, "benchmark")
     assert set(bm["upstream"]) == {"teacher", "select", "students"}
 
 
 def test_teacher_and_dull_student(tiny_run):
     out, _ = tiny_run
-    t = pl.read_stage(out, "teacher")["teacher"]
+    t = runs.read_stage(out, "teacher")["teacher"]
     assert t["source"] == "trained" and t["steps"] == 4 and (out/t["checkpoint"]).is_file()
-    s = pl.read_stage(out, "select")["student"]
+    s = runs.read_stage(out, "select")["student"]
     assert s["searched"] and 0 < s["size_mb"] < t["size_mb"]
     assert 0 < s["compression"] < 1 and len(s["widths"]) == 5
     assert (out/"2_select/search/history.jsonl").read_text().count("\n") == 2   # two policy steps at tiny
@@ -55,10 +55,10 @@ def test_teacher_and_dull_student(tiny_run):
 
 def test_students_cover_tables_4_5_and_fig6(tiny_run):
     out, _ = tiny_run
-    st = pl.read_stage(out, "students")
+    st = runs.read_stage(out, "students")
     assert set(st["runs"]) == {"NOKD", "TSKD", "TSsKD", "TS", "GT+TS", "TS+STR", "n3"}
     assert st["runs"]["TSsKD"]["losses"] == ["ah", "ts", "str", "ks"] and st["runs"]["TSsKD"]["mechanism"] == "TSsKD"
-    models = pl.run_models(out)
+    models = runs.run_models(out)
     for key in [*st["table4"].values(), *st["fig6"].values(), *(m for r in st["table5"].values() for m in r.values())]:
         assert key in models and (out/models[key]["checkpoint"]).is_file(), key
     dull = [m for k, m in models.items() if m["role"] == "dull"]
@@ -67,10 +67,10 @@ def test_students_cover_tables_4_5_and_fig6(tiny_run):
 
 def test_benchmark_scores_every_model(tiny_run):
     out, _ = tiny_run
-    bm = pl.read_stage(out, "benchmark")
+    bm = runs.read_stage(out, "benchmark")
     assert bm["stand_in"]["otb100"] == "synth" and not bm["datasets"]["synth"]["real"]
     otb = {r["model"]: r for r in bm["scores"] if r["dataset"] == "synth" and r["protocol"] == "otb"}
-    assert set(pl.run_models(out)) | {"static", "mil"} <= set(otb)
+    assert set(runs.run_models(out)) | {"static", "mil"} <= set(otb)
     assert all(0 <= r["auc"] <= 1 and 0 <= r["precision"] <= 1 for r in otb.values())
     assert {r["protocol"] for r in bm["scores"] if r["dataset"] == "synth"} == {"otb", "dtb70", "lasot", "trackingnet", "got10k", "vot2019"}
     vot = [r for r in bm["scores"] if r["protocol"] == "vot2019"]
@@ -89,17 +89,17 @@ def test_benchmark_scores_every_model(tiny_run):
 def test_report_has_every_item(tiny_run):
     out, _ = tiny_run
     d = out/"report"
-    for item in pl.PAPER_ITEMS:
+    for item in runs.PAPER_ITEMS:
         assert (d/f"{item}.ipynb").is_file() and (d/f"{item}.md").is_file(), item
         if item.startswith("fig") or item in ("table4_ablation", "table5_mechanisms"):
             assert (d/f"{item}.png").stat().st_size > 5000, item
     rep = json.loads((d/"report.json").read_text())
     names = [r["name"] for r in (rep["items"] if isinstance(rep, dict) else rep)]
-    assert set(pl.PAPER_ITEMS) <= set(names)
-    html = pl.read_stage(out, "report").get("html")
+    assert set(runs.PAPER_ITEMS) <= set(names)
+    html = runs.read_stage(out, "report").get("html")
     if html:
         index = (out/html).read_text()
-        assert all(f"{item}" in index for item in pl.PAPER_ITEMS)
+        assert all(f"{item}" in index for item in runs.PAPER_ITEMS)
     t5 = (d/"table5_mechanisms.md").read_text()
     assert "0.573" in t5 and "synthetic" in t5.lower()       # the paper's SiamFC TSsKD dull AUC, and the stand-in said plainly
 
@@ -122,7 +122,7 @@ def test_changed_parameters_are_refused_then_forced(tiny_run, tmp_path):
 
 def test_broken_benchmark_resumes_without_retracking(tiny_run):
     out, _ = tiny_run
-    d = pl.stage_dir(out, "benchmark")
+    d = runs.stage_dir(out, "benchmark")
     keep = sorted((d/"results").rglob("*.txt"))[0]
     mtime = keep.stat().st_mtime_ns
     (d/"metrics.json").unlink()
@@ -131,7 +131,7 @@ def test_broken_benchmark_resumes_without_retracking(tiny_run):
     info = pl.run_pipeline("benchmark", "tiny", "siamfc", out, progress=False)
     assert info["stages"]["benchmark"]["last"] == "resumed"
     assert victim.is_file() and keep.stat().st_mtime_ns == mtime
-    assert pl.stage_state(out, "report", dict(run_dir=str(out), items=list(pl.PAPER_ITEMS))) == "stale"
+    assert pl.stage_state(out, "report", dict(run_dir=str(out), items=list(runs.PAPER_ITEMS))) == "stale"
 
 
 def test_stage_needs_its_upstream(tmp_path):
@@ -145,7 +145,7 @@ def test_given_teacher_checkpoint_is_used(tiny_run, tmp_path):
     out, _ = tiny_run
     ck = out/"1_teacher/teacher.pt"
     pl.run_pipeline("teacher", "tiny", "siamfc", tmp_path/"given", params=dict(teacher_checkpoint=str(ck)), progress=False)
-    t = pl.read_stage(tmp_path/"given", "teacher")["teacher"]
+    t = runs.read_stage(tmp_path/"given", "teacher")["teacher"]
     assert t["source"] == "given" and t["steps"] == 0
     assert (tmp_path/"given"/t["checkpoint"]).read_bytes() == ck.read_bytes()
     again = pl.run_pipeline("teacher", "tiny", "siamfc", tmp_path/"given", progress=False)   # -p remembered by the run

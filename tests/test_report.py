@@ -1,4 +1,5 @@
-"""dst.report on a hand-written run folder: loading, bad inputs, the paper's numbers present or missing, the saved items and the headline."""
+"""dst.report (and dst.runs' load_run) on a hand-written run folder: loading, bad inputs, the paper's numbers present or missing,
+the saved items and the headline."""
 import json
 import math
 from pathlib import Path
@@ -7,12 +8,14 @@ import pandas as pd
 import pytest
 
 from dst.core import DSTError, repo_root
-from dst import report as rp
+from dst import report as rp, runs
+from dst.devtools import example_run
+from dst.runs import load_run, resolve_run_dir
 
 
 @pytest.fixture()
 def run_dir(tmp_path) -> Path:
-    return rp.example_run(tmp_path/"tiny-siamfc")
+    return example_run(tmp_path/"tiny-siamfc")
 
 
 @pytest.fixture()
@@ -24,7 +27,7 @@ def no_paper(tmp_path, monkeypatch):
 
 
 def test_load_run(run_dir):
-    run = rp.load_run(run_dir, need=rp.STAGES)
+    run = load_run(run_dir, need=runs.STAGES[:4])
     assert (run.scale, run.family) == ("tiny", "siamfc")
     assert run.stand_in("otb100") == "synth" and run.dataset("synth")["n_sequences"] == 6
     assert run.path(run.stage("4_benchmark")["curves"]) == run_dir/"4_benchmark/curves.json"
@@ -33,37 +36,37 @@ def test_load_run(run_dir):
 
 def test_missing_stage_names_the_command(run_dir):
     (run_dir/"4_benchmark/metrics.json").unlink()
-    run = rp.load_run(run_dir)                        # fine until a stage is asked for
+    run = load_run(run_dir)                        # fine until a stage is asked for
     with pytest.raises(DSTError, match=r"has no 4_benchmark/metrics.json: run `dst run benchmark --out .*tiny-siamfc`"):
         run.stage("4_benchmark")
     with pytest.raises(DSTError, match="dst run benchmark"):
-        rp.load_run(run_dir, need=["4_benchmark"])
+        load_run(run_dir, need=["4_benchmark"])
     with pytest.raises(DSTError, match="dst run benchmark"):
         rp.headline_table(run, {})
 
 
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(DSTError, match="does not exist"):
-        rp.load_run(tmp_path/"nowhere")
+        load_run(tmp_path/"nowhere")
     (tmp_path/"empty").mkdir()
     with pytest.raises(DSTError, match="not a run folder .*dst run all"):
-        rp.load_run(tmp_path/"empty")
+        load_run(tmp_path/"empty")
 
 
 def test_broken_json_names_file_and_line(run_dir):
     (run_dir/"3_students/metrics.json").write_text('{"stage": "students",\n "runs": [oops]}\n')
     with pytest.raises(DSTError, match=r"3_students/metrics.json: not valid JSON .*line 2"):
-        rp.load_run(run_dir)
+        load_run(run_dir)
 
 
 def test_relative_run_dir_from_repo_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert rp.resolve_run_dir("runs/x") == repo_root()/"runs/x"
-    assert rp.resolve_run_dir(tmp_path) == tmp_path
+    assert resolve_run_dir("runs/x") == repo_root()/"runs/x"
+    assert resolve_run_dir(tmp_path) == tmp_path
 
 
 def test_scores_frame_keeps_unscored_models(run_dir):
-    run = rp.load_run(run_dir)
+    run = load_run(run_dir)
     s = rp.scores_frame(run, "synth", "otb", models=["TSsKD/dull", "nobody"], metrics=["auc", "precision"])
     assert s.loc["TSsKD/dull"].tolist() == [0.48, 0.62] and s.loc["nobody"].isna().all()
     v = rp.bench_scores(run, "vot2019", labels=True)     # null columns of other protocols are left out
@@ -83,7 +86,7 @@ def test_paper_numbers_missing_is_stated(run_dir, no_paper, tmp_path):
         rp.paper_numbers(tmp_path/"nope.json")
     t = rp.paper_frame({}, "table3")
     assert len(t) == 0 and "LaSOT AUC" in t.columns
-    txt = rp.headline_text(rp.load_run(run_dir))
+    txt = rp.headline_text(load_run(run_dir))
     assert "not available" in txt.splitlines()[-1]
     assert "0.480 (–)" in txt                         # ours still shown
 
@@ -98,7 +101,7 @@ def test_beside_and_markdown():
 
 
 def test_provenance_note(run_dir):
-    run = rp.load_run(run_dir)
+    run = load_run(run_dir)
     assert rp.provenance_note(run, "dtb70") == ("Our numbers: tiny scale, SiamFC family, synthetic test split (6 sequences), standing in for "
                                                 "DTB70, whose data was not given; trained on the synthetic train split; cpu; commit 0123456 of 2026-01-02.")
 
@@ -120,7 +123,7 @@ def test_save_item_and_report_index(run_dir, tmp_path):
 
 
 def test_headline(run_dir):
-    run = rp.load_run(run_dir)
+    run = load_run(run_dir)
     h = rp.headline_table(run, rp.paper_numbers())
     assert h.index.tolist() == ["teacher", "intelligent", "dull"]
     assert h.loc["dull", ("AUC", "ours")] == 0.48 and math.isclose(h.loc["dull", ("Compression (x)", "ours")], 9.4 / 0.7)

@@ -210,12 +210,13 @@ class SiamFCTracker(_SiameseBase):
         if self.window is None or self.window.shape[0] != up: self.window = hann2d(up)
         r = (1 - p["window_influence"]) * r + p["window_influence"] * self.window
         loc = np.array(np.unravel_index(r.argmax(), r.shape))[::-1].astype(np.float64)   # (x, y)
-        disp = (loc - (up - 1) / 2) * p["total_stride"] / p["response_up"] * self.x_sz * self.scales[i] / p["instance_size"]
+        win = dict(center=prev[0].copy(), side=float(self.x_sz * self.scales[i]), size=int(p["instance_size"]), stride=int(p["total_stride"]))
+        disp = (loc - (up - 1) / 2) * p["total_stride"] / p["response_up"] * win["side"] / p["instance_size"]
         self.center = self.center + disp
         s = (1 - p["scale_lr"]) + p["scale_lr"] * self.scales[i]
         self.size, self.z_sz, self.x_sz = self.size * s, self.z_sz * s, self.x_sz * s
         self._clip(image.shape, prev)
-        self.last = dict(response=r.astype(np.float32), raw=raw[i], score=score, scale_index=i,   # raw: the network's map of that scale
+        self.last = dict(response=r.astype(np.float32), raw=raw[i], score=score, scale_index=i, window=win,   # raw: the network's map of that scale
                          t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), score
 
@@ -261,7 +262,8 @@ class SiamRPNTracker(_SiameseBase):
         p, prev = self.hp, (self.center.copy(), self.size.copy())
         t0 = time.perf_counter()
         s_z = self._s_z(); scale_z = p["exemplar_size"] / s_z
-        x = self._input(self._crops(image, [s_z * self.instance / p["exemplar_size"]], self.instance))
+        win = dict(center=prev[0].copy(), side=float(s_z * self.instance / p["exemplar_size"]), size=int(self.instance), stride=int(p["total_stride"]))
+        x = self._input(self._crops(image, [win["side"]], self.instance))
         t1 = time.perf_counter()
         cls, loc = self._forward(self.infer.search, x, *self.kernels)
         K2, S = cls.shape[1], cls.shape[-1]
@@ -280,7 +282,7 @@ class SiamRPNTracker(_SiameseBase):
         self.size = self.size * (1 - lr) + np.array([w[i], h[i]]) / scale_z * lr
         self._clip(image.shape, prev)
         self.last = dict(response=pscore.reshape(K2 // 2, S, S).astype(np.float32), score=float(score[i]), index=i,
-                         raw=score.reshape(K2 // 2, S, S).max(0).astype(np.float32),          # raw: best anchor's foreground probability
+                         raw=score.reshape(K2 // 2, S, S).max(0).astype(np.float32), window=win,   # raw: best anchor's foreground probability
                          t_crop=t1 - t0, t_net=t2 - t1, t_post=time.perf_counter() - t2)
         return self._box(), float(score[i])
 
