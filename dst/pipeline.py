@@ -11,10 +11,10 @@ from .core import DSTError, provenance, repo_root, save_json, get_device, resolv
 from .runs import STAGES, STAGE_NOTEBOOKS, PAPER_ITEMS, stage_dir, rel, upstream, finish_stage, notebook_path, declared
 
 # %% auto #0
-__all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'check_scale',
-           'arch_name', 'family_models', 'budget', 'ensure_synth', 'training_data', 'student_plan', 'final_loss',
-           'parse_params', 'stage_state', 'run_stage', 'run_report', 'default_out', 'run_pipeline', 'publish',
-           'report_summary', 'add_cli']
+__all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'SHIP_MODELS',
+           'check_scale', 'arch_name', 'family_models', 'budget', 'ensure_synth', 'training_data', 'student_plan',
+           'final_loss', 'parse_params', 'stage_state', 'run_stage', 'run_report', 'default_out', 'run_pipeline',
+           'publish', 'ship_scores', 'ship', 'report_summary', 'add_cli']
 
 # %% ../nbs/75_pipeline.ipynb #c64c1580
 SCALES = {
@@ -324,6 +324,40 @@ def publish(run_dir, dest) -> dict:
         (dest/f.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, dest/f.relative_to(run_dir))
     return dict(files=len(files), mb=round(sum(f.stat().st_size for f in files) / 1e6, 2), dest=str(dest))
 
+# %% ../nbs/75_pipeline.ipynb #e404dbc9
+SHIP_MODELS = {"teacher": "teacher", "dull": "TSsKD/dull", "intelligent": "TSsKD/intelligent"}   # role -> the run's model key
+
+def ship_scores(bm:dict, key:str) -> dict:
+    "{dataset: {metric: value}} of model `key` in a benchmark receipt: OTB success AUC and precision, and VOT EAO on real VOT data."
+    out, r4 = {}, lambda v: None if v is None else round(float(v), 4)
+    for r in bm["scores"]:
+        if r["model"] != key: continue
+        if r["protocol"] == "otb": out[r["dataset"]] = dict(auc=r4(r["auc"]), precision=r4(r["precision"]))
+        elif r["protocol"] == "vot2019" and r["dataset"] != "synth":
+            out[r["dataset"]] = dict(eao=r4(r["eao"]), accuracy=r4(r["accuracy"]), robustness=r4(r["robustness"]))
+    return out
+
+def ship(run_dir, dest=None, name:str|None=None, models=SHIP_MODELS, results:str|None=None) -> dict:
+    "Copy a finished run's teacher and TSsKD students into the shipped-weights folder; their provenance and scores go in `index.json`."
+    from dst.models.refs import weights_dir
+    from dst.report import training_phrase
+    from dst.runs import load_run
+    run = load_run(run_dir, need=("teacher", "benchmark"))
+    dest, name = Path(dest or weights_dir()), name or f"{run.family}-{run.scale}"
+    bm, prov = run.stage("benchmark"), run.provenance("benchmark")
+    if missing := [k for k in models.values() if k not in bm["models"]]: raise DSTError(f"{run.dir}: the benchmark has no model {missing}; it has {list(bm['models'])}")
+    dest.mkdir(parents=True, exist_ok=True)
+    idx = json.loads((dest/"index.json").read_text()) if (dest/"index.json").is_file() else {}
+    for role, key in models.items():
+        m, n = bm["models"][key], f"{name}-{role}"
+        shutil.copyfile(run.checkpoint(key), dest/f"{n}.pt")
+        idx[n] = dict(file=f"{n}.pt", role=role, family=run.family, model=key, size_mb=m["size_mb"], fps=m.get("fps"), scores=ship_scores(bm, key),
+                      results=results or f"reference_results/{name}/4_benchmark/results",
+                      provenance=dict(scale=run.scale, data=training_phrase(run), seed=prov.get("seed"), commit=prov.get("commit"),
+                                      precision=prov.get("precision"), device=prov.get("device"), time=prov.get("time")))
+    save_json(idx, dest/"index.json")
+    return {k: idx[k] for k in (f"{name}-{r}" for r in models)}
+
 # %% ../nbs/75_pipeline.ipynb #23dee676
 def report_summary(run_dir) -> str:
     "Where the report is, and the headline table (when the report module and the benchmark are there)."
@@ -339,6 +373,12 @@ def report_summary(run_dir) -> str:
     return "\n".join(lines)
 
 def _cli_run(a) -> int:
+    if a.stage == "ship":
+        if not a.out: raise DSTError("dst run ship needs --out RUN (a finished run); --to DIR overrides the package's weights folder")
+        from dst.models.refs import weights_dir
+        dest = Path(a.to) if a.to else weights_dir()
+        for n, e in ship(a.out, dest).items(): print(f"shipped {n}: {e['model']} of {a.out}, {e['size_mb']} MB -> {dest/e['file']}")
+        return 0
     if a.stage == "publish":
         if not a.out or not a.to: raise DSTError("dst run publish needs --out RUN (a finished run) and --to DEST (e.g. reference_results/cpu-siamfc)")
         r = publish(a.out, a.to); print(f"published {r['files']} files ({r['mb']} MB) of {a.out} into {r['dest']}"); return 0
@@ -355,8 +395,9 @@ def add_cli(sub):
     p = sub.add_parser("run", help="run the pipeline's papermill stages (teacher, select, students, benchmark, report) in a run folder",
                        description="Execute the stage notebooks of nbs/experiments (and the paper notebooks for `report`) with papermill, "
                                    "skipping complete stages and resuming broken ones.")
-    p.add_argument("stage", choices=[*STAGES, "all", "publish"], help="a stage, all of them in order, or publish (copy a finished run to --to)")
-    p.add_argument("--to", default=None, help="publish: the reference-results folder to write (e.g. reference_results/cpu-siamfc)")
+    p.add_argument("stage", choices=[*STAGES, "all", "publish", "ship"],
+                   help="a stage, all of them in order, publish (copy a finished run to --to) or ship (its teacher and TSsKD students into the package)")
+    p.add_argument("--to", default=None, help="publish: the reference-results folder to write (e.g. reference_results/cpu-siamfc); ship: the weights folder (default: the package's)")
     p.add_argument("--scale", default="smoke", choices=list(SCALES), help="budgets: tiny (tests), smoke (CPU demo), medium (one GPU), full (paper)")
     p.add_argument("--family", default="siamfc", choices=list(FAMILY_MODELS), help="tracker family (default siamfc)")
     p.add_argument("--out", default=None, help="run folder (default runs/SCALE-FAMILY)")

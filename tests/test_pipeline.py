@@ -175,3 +175,25 @@ def test_publish_keeps_receipts_and_figures_not_checkpoints(tiny_run, tmp_path):
     assert f"published {len(got)} files" in r.stdout
     r = subprocess.run([*DST, "run", "publish", "--out", str(tmp_path/"nothing"), "--to", str(dest)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "has no finished report" in r.stderr and dest.is_dir()    # a refused publish keeps the old copy
+
+
+def test_ship_puts_the_run_models_in_a_weights_folder_found_by_name(tiny_run, tmp_path, monkeypatch):
+    """`dst run ship`: teacher and TSsKD students copied with their scores and provenance; every command finds them by name."""
+    out, _ = tiny_run
+    r = subprocess.run([*DST, "run", "ship", "--out", str(out), "--to", str(tmp_path/"w")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    idx = json.loads((tmp_path/"w"/"index.json").read_text())
+    assert sorted(idx) == ["siamfc-tiny-dull", "siamfc-tiny-intelligent", "siamfc-tiny-teacher"]
+    bm = runs.read_stage(out, "benchmark")
+    for n, e in idx.items():
+        row = next(s for s in bm["scores"] if s["model"] == e["model"] and s["dataset"] == "synth" and s["protocol"] == "otb")
+        assert e["scores"]["synth"]["auc"] == round(row["auc"], 4) and e["provenance"]["scale"] == "tiny" and e["provenance"]["commit"]
+        assert (tmp_path/"w"/e["file"]).read_bytes() == (out/bm["models"][e["model"]]["checkpoint"]).read_bytes()
+    monkeypatch.setenv("DST_WEIGHTS", str(tmp_path/"w"))
+    from dst.models.refs import resolve_model, shipped_teacher
+    from dst.track.trackers import make_tracker
+    net, info = resolve_model("siamfc-tiny-dull")
+    assert info["source"] == "shipped" and shipped_teacher("siamfc")[0] == "siamfc-tiny-teacher"
+    assert make_tracker("siamfc-tiny-intelligent").net.spec == resolve_model(str(tmp_path/"w"/"siamfc-tiny-intelligent.pt"))[0].spec
+    r = subprocess.run([*DST, "models", "--trained", "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and {x["name"] for x in json.loads(r.stdout)} == set(idx)
