@@ -130,7 +130,8 @@ def test_headline(run_dir):
     assert math.isclose(h.loc["intelligent", ("Speed-up (x)", "ours")], 1.5)
     txt = rp.headline_text(run)
     assert txt.splitlines()[1].split()[:3] == ["model", "AUC", "DP@20px"]
-    assert txt.splitlines()[-1].startswith("Our numbers: tiny scale, SiamFC family") or "not available" in txt.splitlines()[-1]
+    assert txt.splitlines()[-1].startswith("Our numbers: tiny scale, SiamFC family, synthetic test split (6 sequences)")
+    assert txt.splitlines()[2].split()[:3] == ["teacher", "0.600", "(0.581)"]     # ours, then the paper's in brackets
 
 
 def test_paper_notebook_renders_without_paper_numbers(run_dir, no_paper, tmp_path):

@@ -144,6 +144,17 @@ def test_verify_layout_and_training_sets(tmp_path):
     assert list(rep.checked) == ["ILSVRC2015_VID_train_0000/ILSVRC2015_train_00000000/0"]
 
 
-def test_verify_synth_does_not_crash(tmp_path):
-    rep = verify_dataset("synth", tmp_path)
-    assert isinstance(rep.lines(), list)
+def test_verify_synth_finds_a_missing_frame(tmp_path):
+    """A missing folder fails; a generated benchmark passes both splits; a deleted frame fails its sequence, rows against frames."""
+    from dst.data.synth import generate
+    empty = verify_dataset("synth", tmp_path / "none")
+    assert not empty.ok and "folder missing" in empty.problems["(root)"][0]
+    generate(tmp_path / "s", sequences=(2, 1), frames=6, size=(96, 72), progress=False)
+    for split, n in (("train", 2), ("test", 1)):
+        rep = verify_dataset("synth", tmp_path / "s", split=split, decode="all")
+        assert rep.ok and len(rep.checked) == n and set(rep.checked.values()) == {6}, rep.lines()
+    victim = sorted((tmp_path / "s" / "test").rglob("*.jpg"))[3]
+    victim.unlink()
+    rep = verify_dataset("synth", tmp_path / "s", split="test", decode="all")
+    msgs = [m for ms in rep.problems.values() for m in ms]
+    assert not rep.ok and len(msgs) == 1 and "groundtruth_rect.txt: 6 rows for a sequence of 5 frames" in msgs[0], rep.lines()
