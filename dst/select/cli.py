@@ -31,7 +31,7 @@ def add_cli(sub):
                        description='Dull-student selection (section 4.1, N2N): writes OUT/student.json, history.jsonl, fig4.png, summary.json.')
     p.add_argument("--teacher", help="registered name (siamfc, siamrpn, NAME@SCALE), a spec .json file or a checkpoint (default siamfc)")
     p.add_argument("--out", help="output folder (default runs/select)")
-    p.add_argument("--scale", choices=sorted(SCALES), help="budgets: smoke (default), medium or full (section 5.1)")
+    p.add_argument("--scale", choices=sorted(SCALES), help="budgets: smoke (default), cpu, medium or full (section 5.1), as the pipeline's select rows")
     for k, h in (("steps", "policy steps"), ("candidates", "candidates a step (N_a)"), ("epochs", "training epochs per candidate"),
                  ("pairs", "training pairs"), ("val-pairs", "validation pairs (M of eq. 7)"), ("batch-size", "candidate batch size"),
                  ("seed", "seed (default 0)"), ("top-n", "proposals per pair in eq. 7 (default 5)"), ("hidden", "LSTM hidden units (30)"),
