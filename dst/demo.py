@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .models.zoo import model_table
 from .models.refs import shipped_teacher
-from .pipeline import run_pipeline, report_summary, default_out, parse_params, SCALES, FAMILY_MODELS
+from .pipeline import run_pipeline, report_summary, default_out, parse_params, FAMILY_MODELS
+from .train.budgets import SCALES
 
 # %% auto #0
 __all__ = ['size_lines', 'run_demo', 'add_cli']

@@ -8,48 +8,15 @@ import ast, json, re, shutil, time
 from pathlib import Path
 
 from .core import DSTError, provenance, repo_root, save_json, get_device, resolve_precision, precision_note, PRECISIONS
+from .train.budgets import SCALES, CPU_SCALES, check_scale
 from .runs import STAGES, STAGE_NOTEBOOKS, PAPER_ITEMS, stage_dir, rel, upstream, finish_stage, notebook_path, declared
 
 # %% auto #0
-__all__ = ['SCALES', 'CPU_SCALES', 'FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'SHIP_MODELS',
-           'check_scale', 'arch_name', 'family_models', 'budget', 'ensure_synth', 'training_data', 'student_plan',
-           'final_loss', 'parse_params', 'stage_state', 'run_stage', 'run_report', 'default_out', 'run_pipeline',
-           'publish', 'ship_scores', 'ship', 'report_summary', 'add_cli']
+__all__ = ['FAMILY_MODELS', 'CPU_SHRINK', 'MORE_STUDENTS', 'COMMON', 'PUBLISH_SKIP', 'SHIP_MODELS', 'arch_name', 'family_models',
+           'ensure_synth', 'training_data', 'student_plan', 'final_loss', 'parse_params', 'stage_state', 'run_stage',
+           'run_report', 'default_out', 'run_pipeline', 'publish', 'ship_scores', 'ship', 'report_summary', 'add_cli']
 
 # %% ../nbs/75_pipeline.ipynb #c64c1580
-SCALES = {
-    "tiny": dict(   # the tests
-        synth=dict(preset="smoke", sequences=[4, 3], frames=32, size=[256, 192]),
-        teacher=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=16, batch_size=4, num_workers=0),
-        select=dict(steps=2, candidates=2, epochs=1, pairs=16, val_pairs=8, batch_size=4),
-        students=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=16, batch_size=4, num_workers=0, n_students="1,2,3"),
-        benchmark=dict(max_frames=24, speed_frames=5, workers=1)),
-    "smoke": dict(  # make demo on a 2-core CPU
-        synth=dict(preset="smoke"),
-        teacher=dict(epochs=3, warmup_epochs=0, pairs_per_epoch=64, batch_size=8, num_workers=0),
-        select=dict(steps=4, candidates=2, epochs=1, pairs=32, val_pairs=16, batch_size=8),
-        students=dict(epochs=2, warmup_epochs=1, pairs_per_epoch=48, batch_size=8, num_workers=0, n_students="1,2,3"),
-        benchmark=dict(max_frames=40, speed_frames=20, workers=2)),
-    "cpu": dict(    # one idle 2-core CPU, at most 2.5 hours (issue 12): the method's effects at a real training budget
-        synth=dict(preset="medium", sequences=[120, 10]),
-        teacher=dict(epochs=12, warmup_epochs=0, pairs_per_epoch=1600, batch_size=8, num_workers=0),
-        select=dict(steps=8, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),
-        students=dict(epochs=8, warmup_epochs=1, pairs_per_epoch=800, batch_size=8, num_workers=0, n_students="1,2,3", ablation_scale=0.5),
-        benchmark=dict(max_frames=None, speed_frames=30, workers=2)),
-    "medium": dict(  # one GPU, under 8 minutes with start-up (an estimate until run: see below)
-        synth=dict(preset="medium"),
-        teacher=dict(epochs=12, warmup_epochs=0, pairs_per_epoch=2048, batch_size=32, num_workers=8),
-        select=dict(steps=12, candidates=3, epochs=3, pairs=2000, val_pairs=300, batch_size=32),
-        students=dict(epochs=8, warmup_epochs=2, pairs_per_epoch=2048, batch_size=32, num_workers=8, n_students="1,2,3"),
-        benchmark=dict(max_frames=60, speed_frames=100, workers=4)),
-    "full": dict(   # the paper (section 5.1); the data are the real training sets given with -p train_root=...
-        synth=dict(preset="medium"),
-        teacher=dict(epochs=None, warmup_epochs=None, pairs_per_epoch=None, batch_size=None, num_workers=8),
-        select=dict(steps=50, candidates=3, epochs=10, pairs=10000, val_pairs=1000, batch_size=32),
-        students=dict(epochs=None, warmup_epochs=None, pairs_per_epoch=None, batch_size=None, num_workers=8, n_students="1,2,3,4,5"),
-        benchmark=dict(max_frames=None, speed_frames=100, workers=8)),
-}
-CPU_SCALES = ("tiny", "smoke", "cpu")
 FAMILY_MODELS = {  # role -> (registered architecture, channel scale)
     "siamfc": dict(teacher=("siamfc", 1.0), intelligent=("siamfc", 0.5), dull=("siamfc", 0.27)),
     "siamrpn": dict(teacher=("siamrpn", 1.0), intelligent=("siamrpn", 0.5), dull=("siamrpn", 0.23)),
@@ -57,11 +24,6 @@ FAMILY_MODELS = {  # role -> (registered architecture, channel scale)
 }
 CPU_SHRINK = {"siamfc": 1.0, "siamrpn": 0.25, "siamrpnpp": 0.125}
 MORE_STUDENTS = (0.5, 0.4, 0.45, 0.55)   # Fig. 6: the second student is the intelligent one, then these scales
-
-def check_scale(scale:str, family:str|None=None):
-    "Raise a clear error for an unknown scale or family."
-    if scale not in SCALES: raise DSTError(f"scale {scale!r}: expected one of {list(SCALES)}")
-    if family is not None and family not in FAMILY_MODELS: raise DSTError(f"family {family!r}: expected one of {list(FAMILY_MODELS)}")
 
 def arch_name(base:str, scale:float) -> str:
     "A zoo name: `siamfc`, or `siamfc@0.5` for a shrunk copy."
@@ -72,19 +34,6 @@ def family_models(family:str, scale:str="smoke") -> dict:
     check_scale(scale, family)
     k = CPU_SHRINK[family] if scale in CPU_SCALES else 1.0
     return {role: arch_name(base, s * k) for role, (base, s) in FAMILY_MODELS[family].items()}
-
-# %% ../nbs/75_pipeline.ipynb #a0803b60
-def budget(scale:str, stage:str, family:str="siamfc", **given) -> dict:
-    "The budgets of `stage` at `scale` for `family`, with every non-None value in `given` taking precedence."
-    check_scale(scale, family)
-    b = dict(SCALES[scale][stage])
-    if stage in ("teacher", "students"):
-        if scale == "full":
-            from dst.train.config import PAPER_SCHEDULES
-            b.update({k: v for k, v in PAPER_SCHEDULES[family].items() if k in ("epochs", "warmup_epochs", "pairs_per_epoch", "batch_size")})
-        if family == "siamfc": b["warmup_epochs"] = 0
-    b.update({k: v for k, v in given.items() if v is not None})
-    return b
 
 # %% ../nbs/75_pipeline.ipynb #a3150341
 def ensure_synth(run_dir, scale:str="smoke", seed:int=0, progress:bool=True) -> Path:

@@ -99,3 +99,57 @@ def test_cli_error_is_one_line(capsys):
         dv.check_sync = orig
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["dst dev: error: settings.ini: expected [DEFAULT] section"]
+
+
+# The import graph flows one way (issue 14): each module may import its own floor and the floors below it,
+# never one above; function-local imports count too, since they are how back-edges hide.
+FLOORS = [{"dst", "dst.core"}, {"data"}, {"models"}, {"distill"}, {"train"}, {"select"}, {"track"}, {"eval"},
+          {"runs", "report", "site", "pipeline", "explore", "demo", "devtools"}, {"cli", "__main__"}]
+
+
+def _floor(module):
+    parts = module.split(".")
+    key = parts[1] if len(parts) > 1 else "dst"
+    for i, floor in enumerate(FLOORS):
+        if key in floor or module in floor:
+            return i
+    raise AssertionError(f"{module}: no floor in FLOORS (add its package to the test's table)")
+
+
+def _dst_imports(path, module):
+    """Every dst module `module` (the file at `path`) imports, anywhere in the file."""
+    import ast
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).strip(".") if node.level else node.module
+            if base and base.split(".")[0] == "dst":
+                root = path.parents[len(package) - 1]   # the folder of the package `dst`
+                subs = [f"{base}.{a.name}" for a in node.names if (root / Path(*f"{base}.{a.name}".split(".")[1:])).with_suffix(".py").is_file()]
+                yield from (subs or [base])
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.split(".")[0] == "dst")
+
+
+def test_imports_flow_one_way():
+    root = Path(__file__).resolve().parents[1] / "dst"
+    back = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "_modidx.py":
+            continue
+        module = ".".join(("dst",) + path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for target in _dst_imports(path, module):
+            if _floor(target) > _floor(module):
+                back.append(f"{module} -> {target}")
+    assert back == [], "imports from a higher floor (see FLOORS): " + ", ".join(back)
+
+
+def test_the_floor_check_sees_a_back_edge(tmp_path):
+    """The check above is not vacuous: a data module importing the pipeline inside a function is caught."""
+    (tmp_path / "data").mkdir()
+    p = tmp_path / "data" / "bad.py"
+    p.write_text("def f():\n    from ..pipeline import budget\n    from dst.cli import main\n")
+    (tmp_path / "pipeline.py").write_text("")
+    targets = list(_dst_imports(p, "dst.data.bad"))
+    assert targets == ["dst.pipeline", "dst.cli"]
+    assert [_floor(t) > _floor("dst.data.bad") for t in targets] == [True, True]

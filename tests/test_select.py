@@ -216,11 +216,3 @@ def test_cost_term_of_the_reward():
         S.resolve_params(cost="watts")
     with pytest.raises(DSTError, match="expected one of"):
         SP.spec_cost(t, "watts")
-
-
-def test_search_scales_agree_with_the_pipeline():
-    """`dst select --scale X` and `dst run select --scale X` search with the same budgets (one set of numbers)."""
-    from dst import pipeline as pl
-    from dst.select.search import SCALES
-    for scale in set(SCALES) & set(pl.SCALES):
-        assert SCALES[scale] == pl.SCALES[scale]["select"], scale

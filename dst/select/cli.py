@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .space import COSTS
-from .search import DEFAULTS, SCALES, run_search
+from .search import DEFAULTS, run_search
+from ..train.budgets import SCALES
 
 # %% auto #0
 __all__ = ['add_cli']
@@ -31,7 +32,7 @@ def add_cli(sub):
                        description='Dull-student selection (section 4.1, N2N): writes OUT/student.json, history.jsonl, fig4.png, summary.json.')
     p.add_argument("--teacher", help="registered name (siamfc, siamrpn, NAME@SCALE), a spec .json file or a checkpoint (default siamfc)")
     p.add_argument("--out", help="output folder (default runs/select)")
-    p.add_argument("--scale", choices=sorted(SCALES), help="budgets: smoke (default), cpu, medium or full (section 5.1), as the pipeline's select rows")
+    p.add_argument("--scale", choices=list(SCALES), help="budgets (dst.train.budgets): tiny, smoke (default), cpu, medium or full (section 5.1)")
     for k, h in (("steps", "policy steps"), ("candidates", "candidates a step (N_a)"), ("epochs", "training epochs per candidate"),
                  ("pairs", "training pairs"), ("val-pairs", "validation pairs (M of eq. 7)"), ("batch-size", "candidate batch size"),
                  ("seed", "seed (default 0)"), ("top-n", "proposals per pair in eq. 7 (default 5)"), ("hidden", "LSTM hidden units (30)"),

@@ -12,6 +12,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
+from ..train.budgets import budget
 from ..core import DSTError, atomic_write, save_json, provenance, get_device, rng_state, set_rng_state
 from ..models.siamese import check_spec
 from ..models.refs import parse_ref, resolve_model
@@ -22,16 +23,10 @@ from .space import (KNOBS, COSTS, describe, reduce_spec, check_candidate, spec_s
 from .policy import Policy, EMABaseline, reinforce_update, to_scales, _one_thread
 
 # %% auto #0
-__all__ = ['SCALES', 'DEFAULTS', 'resolve_params', 'derive_seed', 'load_teacher', 'load_sequences', 'split_sequences',
-           'best_candidate', 'plot_history', 'StudentSearch', 'run_search']
+__all__ = ['DEFAULTS', 'resolve_params', 'derive_seed', 'load_teacher', 'load_sequences', 'split_sequences', 'best_candidate',
+           'plot_history', 'StudentSearch', 'run_search']
 
 # %% ../../nbs/45b_select.ipynb #5b568e18
-SCALES = {  # steps, candidates per step (N_a), epochs and training pairs per candidate, validation pairs (M), batch
-    "smoke": dict(steps=4, candidates=2, epochs=1, pairs=32, val_pairs=16, batch_size=8),
-    "cpu": dict(steps=8, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),        # the pipeline's cpu scale
-    "medium": dict(steps=12, candidates=3, epochs=3, pairs=2000, val_pairs=300, batch_size=32),  # the pipeline's medium scale
-    "full": dict(steps=50, candidates=3, epochs=10, pairs=10000, val_pairs=1000, batch_size=32),   # section 5.1
-}
 DEFAULTS = dict(
     teacher="siamfc",        # registered name (NAME@SCALE), spec .json file, checkpoint file, or a spec dict
     data=None,               # dataset root; None with dataset 'synth': generate the smoke benchmark into OUT/synth
@@ -57,8 +52,7 @@ def resolve_params(**params) -> dict:
     bad = sorted(set(params) - set(DEFAULTS))
     if bad: raise DSTError(f"run_search: unknown parameter(s) {bad}; known: {sorted(DEFAULTS)}")
     scale = params.get("scale") or DEFAULTS["scale"]
-    if scale not in SCALES: raise DSTError(f"scale {scale!r}: expected one of {sorted(SCALES)}")
-    cfg = {**DEFAULTS, **SCALES[scale], **{k: v for k, v in params.items() if v is not None}}
+    cfg = {**DEFAULTS, **budget(scale, "select"), **{k: v for k, v in params.items() if v is not None}}
     for k in ("steps", "candidates", "epochs", "pairs", "val_pairs", "batch_size", "top_n", "hidden", "lstm_layers", "val_every"):
         if not (isinstance(cfg[k], (int, np.integer)) and not isinstance(cfg[k], bool) and cfg[k] >= 1):
             raise DSTError(f"{k} must be a positive integer, got {cfg[k]!r}")
