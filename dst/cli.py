@@ -26,6 +26,7 @@ CLI_MODULES = [  # modules whose `add_cli(sub)` adds subcommands, in the order `
     "dst.track.onnx_backend",
     "dst.pipeline",
     "dst.eval.bench",
+    "dst.eval.zoo_page",
     "dst.demo",
     "dst.eval.cli",
     "dst.eval.toolkits",

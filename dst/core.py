@@ -13,9 +13,9 @@ import torch
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'BF16_CPU_FLAGS', 'DSTError', 'xywh_to_cxcywh', 'cxcywh_to_xywh', 'xywh_to_xyxy', 'xyxy_to_xywh',
-           'iou_xywh', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'cpu_flags', 'bf16_feature',
-           'resolve_precision', 'precision_note', 'autocast', 'channels_last', 'repo_root', 'shared_dir',
-           'fixtures_dir', 'atomic_write', 'save_json', 'writable_dir', 'command_group', 'provenance']
+           'iou_xywh', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'cpu_flags', 'cpu_name',
+           'bf16_feature', 'resolve_precision', 'precision_note', 'autocast', 'channels_last', 'repo_root',
+           'shared_dir', 'fixtures_dir', 'atomic_write', 'save_json', 'writable_dir', 'command_group', 'provenance']
 
 # %% ../nbs/00_core.ipynb #63457ff1
 class DSTError(ValueError):
@@ -92,11 +92,19 @@ def set_rng_state(d:dict):
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")   # CPU features that make bf16 fast (checked in this order)
 
+def _cpuinfo(key:str) -> str|None:
+    "The first value of `key` in Linux `/proc/cpuinfo` (None where unreadable or absent)."
+    try: txt = Path("/proc/cpuinfo").read_text()
+    except OSError: return None
+    return next((l.split(":", 1)[1].strip() for l in txt.splitlines() if l.split(":", 1)[0].strip() == key), None)
+
 def cpu_flags() -> set:
     "This CPU's feature flags (Linux `/proc/cpuinfo`; empty where unreadable)."
-    try: txt = Path("/proc/cpuinfo").read_text()
-    except OSError: return set()
-    return set(next((l.split(":", 1)[1].split() for l in txt.splitlines() if l.startswith("flags")), []))
+    return set((_cpuinfo("flags") or "").split())
+
+def cpu_name() -> str:
+    "This CPU's model name (`/proc/cpuinfo`), else the machine type."
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 def bf16_feature(device="cpu", flags:set|None=None) -> str|None:
     "The feature that makes bf16 fast on `device` ('cuda', 'amx_bf16', 'avx512_bf16'), or None."
@@ -196,7 +204,7 @@ def provenance(**extra) -> dict:
     for pkg in ("dst", "torch", "numpy", "opencv-python"):
         try: vers[pkg] = md.version(pkg)
         except md.PackageNotFoundError: vers[pkg] = None
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
     return dict(commit=_git("rev-parse", "HEAD"), dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
                 python=sys.version.split()[0], versions=vers, device=dev,
                 time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .core import DSTError, atomic_write, repo_root, save_json
 from .runs import STAGES
+from .site import expand_includes
 
 # %% auto #0
 __all__ = ['README_HEADER', 'render_readme', 'check_sync', 'write_readme', 'example_run', 'add_cli']
@@ -26,7 +27,7 @@ def render_readme(nb_path) -> str:
     "Markdown for `README.md` from a notebook: prose, visible code and its text outputs."
     nb, parts = nbformat.read(nb_path, as_version=4), [README_HEADER.rstrip("\n")]
     for c in nb.cells:
-        if c.cell_type == "markdown": parts.append(c.source.strip()); continue
+        if c.cell_type == "markdown": parts.append(expand_includes(c.source.strip(), Path(nb_path).resolve().parents[1])); continue
         if c.cell_type != "code" or "hide" in _directives(c.source): continue
         code = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip()
         if code: parts.append(f"```python\n{code}\n```")

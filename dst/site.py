@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from .core import DSTError, atomic_write, repo_root
 
 # %% auto #0
-__all__ = ['SKIP_FLAGS', 'DEFAULT_GROUPS', 'RUN_FOLDERS', 'DEFAULT_RUN', 'latex_to_mathml', 'SiteStats', 'render_markdown',
-           'cell_directives', 'strip_directives', 'render_output', 'render_notebook', 'execute_notebook', 'DocPage',
-           'build_site', 'docs_notebooks', 'build_docs', 'add_cli']
+__all__ = ['INCLUDE', 'SKIP_FLAGS', 'DEFAULT_GROUPS', 'RUN_FOLDERS', 'DEFAULT_RUNS', 'latex_to_mathml', 'SiteStats',
+           'render_markdown', 'cell_directives', 'strip_directives', 'render_output', 'expand_includes',
+           'render_notebook', 'execute_notebook', 'DocPage', 'build_site', 'docs_notebooks', 'build_docs', 'add_cli']
 
 # %% ../nbs/92_site.ipynb #87b65bf4
 def latex_to_mathml(tex:str, display:bool=False) -> str:
@@ -119,6 +119,17 @@ def render_output(out, stats:SiteStats) -> str:
     if "text/plain" in data: return _pre("".join(data["text/plain"]), "out text")
     return ""
 
+# %% ../nbs/92_site.ipynb #7f028085
+INCLUDE = re.compile(r"^<!-- include: (\S+) -->[ \t]*$", re.M)
+
+def expand_includes(md:str, root=None) -> str:
+    "`md` with every `<!-- include: PATH -->` line replaced by the text of PATH (relative to `root`, the repository)."
+    root = Path(root or repo_root())
+    def one(m):
+        p = root/m[1]
+        return p.read_text(encoding="utf-8").rstrip("\n") if p.is_file() else f"*`{m[1]}` is not written yet (`dst zoo --out {m[1]}` writes the model zoo page).*"
+    return INCLUDE.sub(one, md)
+
 # %% ../nbs/92_site.ipynb #5f635a2a
 _HIDE_ALL = {"hide"}
 _HIDE_INPUT = {"default_exp"}
@@ -158,7 +169,7 @@ def render_notebook(nb, stats:SiteStats|None=None, path=None) -> dict:
                 src = re.sub(r"^#\s+.+$", "", src, count=1, flags=re.M)
                 if summary: src = re.sub(r"^>\s*.+$", "", src, count=1, flags=re.M)
             if src.strip():
-                body.append(f'<div class="cell md">{render_markdown(src, stats, path, c.get("attachments"))}</div>')
+                body.append(f'<div class="cell md">{render_markdown(expand_includes(src), stats, path, c.get("attachments"))}</div>')
         elif c.cell_type == "code": body.append(_code_cell(c, stats))
     inline = lambda s: re.sub(r"^<p>(.*)</p>\s*$", r"\1", render_markdown(s, stats).strip(), flags=re.S)
     return {"title": title, "title_html": inline(title) if title else None,
@@ -337,7 +348,7 @@ def build_site(notebooks:list, out, title:str="dst", execute:bool=True, timeout:
 
 # %% ../nbs/92_site.ipynb #bccf7a8e
 RUN_FOLDERS = ("experiments", "paper")  # papermill notebooks: need a pipeline run, so never executed by the docs build
-DEFAULT_RUN = "runs/smoke-siamfc"
+DEFAULT_RUNS = ("reference_results/cpu-siamfc", "runs/smoke-siamfc")   # the docs' run, first that exists
 
 def docs_notebooks(nbs) -> list[Path]:
     "Every notebook under `nbs` to document: library first, then experiments, paper, explore, other folders."
@@ -367,7 +378,7 @@ def build_docs(out="_site", nbs=None, execute:bool=True, run_report=None, only=N
         run = Path(run_report)
         if run.name == "report" and not (run/"report").is_dir(): run = run.parent
         if not run.is_dir(): raise DSTError(f"--run {run_report}: run folder not found")
-    elif (root/DEFAULT_RUN).is_dir(): run = root/DEFAULT_RUN
+    else: run = next((root/r for r in DEFAULT_RUNS if (root/r/"report").is_dir()), None)
     files = docs_notebooks(nbs)
     if only: files = [f for f in files if any(fnmatch.fnmatch(f.relative_to(nbs).as_posix(), g) or fnmatch.fnmatch(f.name, g)
                                               for g in ([only] if isinstance(only, str) else only))]

@@ -11,7 +11,7 @@ import ipywidgets as W
 
 from ..core import seed_everything
 from ..data.sequences import Sequence
-from ..models.refs import load_model
+from ..models.refs import load_model, shipped_models
 from ..distill.str_loss import str_loss
 from ..distill.str_maps import str_forward, str_compare, str_figure, figure_png
 from .tracker import explorer_sequences, explorer_models
@@ -29,9 +29,12 @@ class STRExplorer(W.VBox):
         self.sequences = explorer_sequences(sequences, run_dir)
         self.models = explorer_models(models, run_dir, untrained=STR_UNTRAINED, baselines={})
         pick = lambda m, what: self._add(self.models, m, what)
-        t = pick(teacher, "teacher") if teacher is not None else ("teacher" if "teacher" in self.models else next(iter(self.models)))
+        role = {n: e.get("role") for n, e in shipped_models().items()}   # shipped models: teacher, dull, intelligent
+        first = lambda ks, default: next((k for k in ks if k in self.models), default)
+        t = pick(teacher, "teacher") if teacher is not None else first(["teacher"] + [k for k in role if role[k] == "teacher"], next(iter(self.models)))
         nets = [k for k in self.models if k != t]
-        s = pick(student, "student") if student is not None else next((k for k in ["TSsKD/dull"] + nets if k in nets and "/" in k), nets[0] if nets else t)
+        s = pick(student, "student") if student is not None else first(
+            ["TSsKD/dull"] + [k for k in nets if "/" in k] + [k for k in role if role[k] == "dull"], nets[0] if nets else t)
         q = self._add(self.sequences, sequence, "sequence") if sequence is not None else next(iter(self.sequences))
         self.device, self.nets, self.outs, self.totals, self.error, self._busy = device, {}, {}, {}, None, False
         n = len(self.sequences[q])

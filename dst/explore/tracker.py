@@ -21,6 +21,7 @@ from ..data.synth import generate, load_synth
 from ..eval.metrics import center_error, sequence_curves, curve_scores
 from ..track.trackers import make_tracker
 from ..runs import resolve_run_dir, run_checkpoints
+from ..models.refs import shipped_models
 
 # %% auto #0
 __all__ = ['FIXTURE_SEQUENCES', 'BASELINES', 'UNTRAINED', 'GREEN', 'RED', 'YELLOW', 'LAST_STATS', 'fixture_sequences',
@@ -67,13 +68,14 @@ def explorer_sequences(sequences=None, run_dir=None) -> dict:
 BASELINES = {"static": "static", "MIL": "mil"}     # label -> make_tracker name
 UNTRAINED = ("siamfc_half", "siamrpn_half")        # zoo students offered untrained (randomly initialised)
 
-def explorer_models(models=None, run_dir=None, untrained=UNTRAINED, baselines=BASELINES) -> dict:
-    "Label -> model: the given ones (a dict, or a list labelled by name), else untrained zoo networks and baselines; a run folder's checkpoints first."
+def explorer_models(models=None, run_dir=None, untrained=UNTRAINED, baselines=BASELINES, shipped:bool=True) -> dict:
+    "Label -> model: a run folder's checkpoints, then the given models, else the shipped trained ones, untrained zoo networks and baselines."
     out = {k: str(p) for k, p in run_checkpoints(run_dir).items()} if run_dir else {}
     if models is not None:
         ms = models if isinstance(models, dict) else {(m.spec.get("name", m.family) if isinstance(m, torch.nn.Module) else str(m)): m for m in models}
         return {**out, **ms}
-    return {**out, **{f"untrained {a}": a for a in untrained}, **baselines}
+    ship = {n: n for n in shipped_models()} if shipped else {}
+    return {**out, **ship, **{f"untrained {a}": a for a in untrained}, **baselines}
 
 # %% ../../nbs/85a_explore_tracker.ipynb #70aa63b9
 @dataclass
