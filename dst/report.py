@@ -184,7 +184,8 @@ def dataset_phrase(run:Run, keys) -> str:
         kind = "real" if ds.get("real") else "synthetic"
         what = f"{name}{seqs}" + ("" if kind in name.lower() else f", {kind}")     # say real/synthetic once
         if ds_key in benches: out.append(f"the real {BENCHMARKS[ds_key]}{seqs}")
-        elif benches: out.append(f"{what}, standing in for {_and([BENCHMARKS[b] for b in benches])}, whose data {'was' if len(benches) == 1 else 'were'} not given")
+        elif benches: out.append(f"{what}, standing in for {_and([BENCHMARKS[b] for b in benches])}, "
+                                 f"whose data {'was' if len(benches) == 1 else 'were'} not given")
         else: out.append(what)
     return "; ".join(out)
 
@@ -281,8 +282,8 @@ def headline_text(run:Run, paper:dict|None=None) -> str:
     h = headline_table(run, paper)
     fmt = lambda v, c: "–" if not np.isfinite(v) else (_cell(v, 2, "–") if c in ("FPS", "Size (MB)") else f"{v:.1f}" if c.endswith("(x)") else f"{v:.3f}")
     head = ["model"] + HEADLINE_COLUMNS
-    rows = [[r if h.attrs["models"][r] == r else f"{r} ({h.attrs['models'][r]})"] + [f"{fmt(h.loc[r, (c, 'ours')], c)} ({fmt(h.loc[r, (c, 'paper')], c)})" for c in HEADLINE_COLUMNS]
-            for r in h.index]
+    rows = [[r if h.attrs["models"][r] == r else f"{r} ({h.attrs['models'][r]})"]
+            + [f"{fmt(h.loc[r, (c, 'ours')], c)} ({fmt(h.loc[r, (c, 'paper')], c)})" for c in HEADLINE_COLUMNS] for r in h.index]
     w = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
     line = lambda x: "  ".join(s.ljust(w[0]) if i == 0 else s.rjust(w[i]) for i, s in enumerate(x))
     title = f"TSsKD students vs teacher, ours (paper's in brackets; paper: {BENCHMARKS['otb100']}, GTX 1080Ti)"

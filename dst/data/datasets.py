@@ -84,8 +84,9 @@ class Benchmark:
             if unknown: raise DSTError(f"{self.name}: unknown sequence(s) {unknown[:5]}, expected names such as {names[:5]}")
             names = [s for s in names if s in set(sequences)]
         missing = [s for s in names if not self.present(root, s, split)]
-        if missing: raise DSTError(f"{self.name}: {len(missing)} of {len(names)} sequences missing under {root} (first: {missing[:5]}); "
-                                   f"pass --sequences NAME ... (sequences=[...] in Python) to read a subset, or run `dst data verify {self.name} --root {root}`")
+        if missing:
+            raise DSTError(f"{self.name}: {len(missing)} of {len(names)} sequences missing under {root} (first: {missing[:5]}); "
+                           f"pass --sequences NAME ... (sequences=[...] in Python) to read a subset, or run `dst data verify {self.name} --root {root}`")
         return [self.read(root, s, split, **kw) for s in tqdm(names, desc=self.name, disable=not progress or len(names) < 20)]
 
 BENCHMARKS: dict[str, Benchmark] = {}

@@ -65,7 +65,8 @@ def folder_benchmark(root) -> tuple[str, str]:
     "(results folder name, protocol) for a folder of sequences: ('otb-folder', 'ope'), ('vot-folder', 'vot') or ('got10k-folder', 'ope')."
     lays = set(folder_sequences(root).values())
     if len(lays) != 1: raise DSTError(f"{root}: " + (f"sequences in several layouts ({', '.join(sorted(lays))}); keep one layout per folder" if lays else
-                                      "no sequence folders (expected <seq>/img/ + groundtruth_rect.txt, <seq>/color/ + groundtruth.txt, or frames + groundtruth.txt)"))
+                                      "no sequence folders (expected <seq>/img/ + groundtruth_rect.txt, <seq>/color/ + groundtruth.txt, "
+                                      "or frames + groundtruth.txt)"))
     dataset, _, protocol = FOLDER_LAYOUTS[lays.pop()]
     return dataset, protocol
 

@@ -50,7 +50,8 @@ def write_got10k(clip:SynthClip, seq_dir, quality:int=JPEG_QUALITY, seed=None) -
     d = Path(seq_dir); d.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(clip.frames): _jpeg(d/f"{i + 1:08d}.jpg", f, quality)
     write_boxes(d/"groundtruth.txt", clip.boxes, INDEX_BASE["train"])                                # 4 decimals
-    for name, v in [("absence", clip.flags["absent"]), ("cover", clip.flags["cover"]), ("cut_by_image", clip.flags["out_of_view"] & ~clip.flags["full_out_of_view"])]:
+    for name, v in [("absence", clip.flags["absent"]), ("cover", clip.flags["cover"]),
+                    ("cut_by_image", clip.flags["out_of_view"] & ~clip.flags["full_out_of_view"])]:
         (d/f"{name}.label").write_text("".join(f"{int(x)}\n" for x in v))
     m = clip.meta; H, W = clip.frames.shape[1:3]
     info = dict(url=f"synthetic (dst.data.synth, seed {seed})", begin_time=0, end_time=len(clip) - 1, anno_fps="synthetic",
@@ -163,12 +164,14 @@ def generate(out, seed:int=0, preset:str="smoke", sequences=None, frames=None, s
         for s in a["splits"]: (tmp/s).rename(out/s)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     secs = time.perf_counter() - t0
-    cmd = f"dst data synth --out DIR --seed {a['seed']} --sequences {a['sequences']['train']},{a['sequences']['test']} --frames {a['frames']} --size {a['size'][0]}x{a['size'][1]} --difficulty {difficulty:g}"
+    cmd = (f"dst data synth --out DIR --seed {a['seed']} --sequences {a['sequences']['train']},{a['sequences']['test']} --frames {a['frames']} "
+           f"--size {a['size'][0]}x{a['size'][1]} --difficulty {difficulty:g}")
     (out/"README.md").write_text(README.format(summary=_summary(a, difficulty), command=cmd, min_visible=min_visible))
     res = dict(root=str(out), **{s: str(out/s) if s in a["splits"] else None for s in SPLITS},
                sequences={s: len(info[s]) for s in a["splits"]}, frames=len(jobs) * a["frames"], seconds=round(secs, 2))
-    save_json(dict(generator="dst.data.synth", preset=preset, difficulty=float(difficulty), quality=int(quality), min_visible=min_visible, index_base=INDEX_BASE,
-                   **a, knobs=knobs(difficulty), command=cmd, result=res, contents=info, provenance=provenance(seed=a["seed"])), out/"synth.json")
+    save_json(dict(generator="dst.data.synth", preset=preset, difficulty=float(difficulty), quality=int(quality), min_visible=min_visible,
+                   index_base=INDEX_BASE, **a, knobs=knobs(difficulty), command=cmd, result=res, contents=info, provenance=provenance(seed=a["seed"])),
+              out/"synth.json")
     return res
 
 # %% ../../nbs/11c_synth.ipynb #f9de6f67
@@ -205,8 +208,8 @@ def load_synth(root, split:str="test") -> list[Sequence]:
         f = _read_attributes(sd/"attributes.csv", len(frames))
         absent = f["absent"]; boxes[absent] = np.nan
         out.append(Sequence(name, frames, boxes, absent, attrs={k: f[v] for k, v in ABBREVIATIONS.items()},
-                            meta=dict(dataset="synth", index_base=base, split=split, layout="got10k" if split == "train" else "otb", attributes=tags.get(name, []),
-                                      **{k: f[k] for k in ("visible_ratio", "cover", "full_occlusion", "full_out_of_view")})))
+                            meta=dict(dataset="synth", index_base=base, split=split, layout="got10k" if split == "train" else "otb",
+                                      attributes=tags.get(name, []), **{k: f[k] for k in ("visible_ratio", "cover", "full_occlusion", "full_out_of_view")})))
     return out
 
 # %% ../../nbs/11c_synth.ipynb #8d7cf53e
@@ -240,7 +243,8 @@ def _cli_synth(args) -> int:
     r = generate(args.out, seed=args.seed, preset=args.preset, difficulty=args.difficulty, overwrite=args.overwrite, progress=not args.quiet,
                  sequences=None if args.sequences is None else parse_counts(args.sequences),
                  frames=args.frames, size=None if args.size is None else parse_size(args.size))
-    print(f"wrote {' + '.join(f'{v} {k}' for k, v in r['sequences'].items())} sequences, {r['frames']} frames, to {r['root']} in {r['seconds']:.1f} s (see README.md, synth.json)")
+    print(f"wrote {' + '.join(f'{v} {k}' for k, v in r['sequences'].items())} sequences, {r['frames']} frames, to {r['root']} "
+          f"in {r['seconds']:.1f} s (see README.md, synth.json)")
     return 0
 
 def add_cli(sub):

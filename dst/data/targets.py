@@ -15,7 +15,8 @@ __all__ = ['RATIOS', 'SCALES', 'score_size', 'cell_offsets', 'siamfc_labels', 'a
 # %% ../../nbs/14a_targets.ipynb #a5ff5e8d
 def score_size(search_size:int=255, exemplar_size:int=127, stride:int=8) -> int:
     "Side of the response map: `(search - exemplar) / stride + 1`."
-    if (search_size - exemplar_size) % stride: raise DSTError(f"search size {search_size} - exemplar size {exemplar_size} is not a multiple of the stride {stride}")
+    if (search_size - exemplar_size) % stride:
+        raise DSTError(f"search size {search_size} - exemplar size {exemplar_size} is not a multiple of the stride {stride}")
     return (search_size - exemplar_size) // stride + 1
 
 def cell_offsets(score_size:int=17, stride:int=8) -> np.ndarray:

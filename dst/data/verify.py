@@ -65,7 +65,8 @@ DATASET_INFO = {
         notes=["test split: protocol II of the paper, 4 sequences per class, from pytracking lasotdataset.py; train = all other sequences"]),
     "trackingnet": dict(
         title="TrackingNet", kind="benchmark", index_base=0,
-        citation="M. Müller, A. Bibi, S. Giancola, S. Alsubaihi, B. Ghanem. TrackingNet: A Large-Scale Dataset and Benchmark for Object Tracking in the Wild. ECCV 2018.",
+        citation="M. Müller, A. Bibi, S. Giancola, S. Alsubaihi, B. Ghanem. "
+                 "TrackingNet: A Large-Scale Dataset and Benchmark for Object Tracking in the Wild. ECCV 2018.",
         home="https://tracking-net.org",
         archives=["TRAIN_0 ... TRAIN_11 and TEST, each with zips of frames and an anno/ folder (see the home page and the authors' devkit)"],
         layout=dict(required={"test": ["TEST/anno/*.txt", "TEST/frames/*"], "train": ["TRAIN_*/anno/*.txt", "TRAIN_*/frames/*"],
@@ -88,7 +89,8 @@ DATASET_INFO = {
         citation="O. Russakovsky et al. ImageNet Large Scale Visual Recognition Challenge. IJCV 2015.",
         home="https://image-net.org/challenges/LSVRC/2015/",
         archives=["ILSVRC2015_VID.tar.gz (see the home page; ImageNet requires an account)"],
-        layout=dict(required={"train": ["Annotations/VID/train/*/*/*.xml", "Data/VID/train/*/*/*.JPEG"], "val": ["Annotations/VID/val/*/*.xml", "Data/VID/val/*/*.JPEG"]},
+        layout=dict(required={"train": ["Annotations/VID/train/*/*/*.xml", "Data/VID/train/*/*/*.JPEG"],
+                              "val": ["Annotations/VID/val/*/*.xml", "Data/VID/val/*/*.JPEG"]},
                     frames="Data/VID/<split>/[<chunk>/]<snippet>/<nnnnnn>.JPEG", annotation="Annotations/VID/<split>/[<chunk>/]<snippet>/<nnnnnn>.xml",
                     format="PASCAL-VOC style XML: object/trackid, name (WordNet id), bndbox xmin..ymax, occluded")),
     "imagenet_det": dict(
@@ -108,7 +110,8 @@ DATASET_INFO = {
                     annotation="annotations/instances_<split>.json", format="images, annotations (bbox x,y,w,h 0-based, iscrowd), categories")),
     "youtube_bb": dict(
         title="YouTube-BoundingBoxes (YT-BB) detection segments", kind="training", index_base=0, default_split="train",
-        citation="E. Real, J. Shlens, S. Mazzocchi, X. Pan, V. Vanhoucke. YouTube-BoundingBoxes: A Large High-Precision Human-Annotated Data Set for Object Detection in Video. CVPR 2017.",
+        citation="E. Real, J. Shlens, S. Mazzocchi, X. Pan, V. Vanhoucke. "
+                 "YouTube-BoundingBoxes: A Large High-Precision Human-Annotated Data Set for Object Detection in Video. CVPR 2017.",
         home="https://research.google.com/youtube-bb/",
         archives=["https://research.google.com/youtube-bb/yt_bb_detection_train.csv.gz", "https://research.google.com/youtube-bb/yt_bb_detection_validation.csv.gz",
                   "the videos: from YouTube by youtube_id, decoded by the user (see layout.frames)"],
@@ -122,7 +125,8 @@ DATASET_INFO = {
         citation="; ".join(T.REALTRAIN_BENCHMARKS.values()),
         home="../shared/realtrain beside the checkout (README.md, SOURCES.md); rebuilt from the public repositories listed per sequence",
         terms="each source benchmark's terms (citation above); the repositories the frames come from carry no data licence",
-        archives=["https://github.com/vision4robotics/<repo>/tree/<commit>/<image folder> and <annotation file>: see each sequence's `repository`, `commit`, `images` and `annotation`"],
+        archives=["https://github.com/vision4robotics/<repo>/tree/<commit>/<image folder> and <annotation file>: "
+                  "see each sequence's `repository`, `commit`, `images` and `annotation`"],
         checksums="none: the frames are resized and re-encoded from the sources (longer side 512 px, Lanczos, JPEG quality 80)",
         layout=dict(required={"train": ["train/list.txt", "train/*/groundtruth.txt"]}, frames="train/<clip>/<nnnnnnnn>.jpg (from 1)",
                     annotation="train/<clip>/groundtruth.txt", labels="absence.label (one 0/1 per frame)",
@@ -146,8 +150,9 @@ def manifest_sequences(name:str):
     if name == "otb100":
         return [dict(name=e["name"], dir=e["dir"], anno=e["anno"], frames=[e["start"], e["end"]], omit=e["omit"], nz=e["nz"], ext=e["ext"]) for e in B.OTB100]
     if name == "realtrain":
-        return [dict(name=c, benchmark=b, sequence=s, frames=list(f[:2]), step=f[2], group=T.video_of(c), repository=f"https://github.com/vision4robotics/{r.split('@')[0]}", commit=r.split('@')[1],
-                     images=i, annotation=a) for c, b, s, f, r, i, a in T.REALTRAIN_CLIPS]
+        return [dict(name=c, benchmark=b, sequence=s, frames=list(f[:2]), step=f[2], group=T.video_of(c),
+                     repository=f"https://github.com/vision4robotics/{r.split('@')[0]}", commit=r.split('@')[1], images=i, annotation=a)
+                for c, b, s, f, r, i, a in T.REALTRAIN_CLIPS]
     return {"dtb70": B.DTB70_NAMES, "vot2019": B.VOT2019_NAMES, "lasot": {"test": B.LASOT_TEST}}.get(name)
 
 def build_manifest(name:str) -> dict:
@@ -319,7 +324,8 @@ def _verify_benchmark(rep, b, root, split, sequences, decode, limit, progress):
         rep.checked[s] = len(seq); check_frames(rep, seq, decode); check_boxes(rep, seq)
         if b.name == "otb100" and (Path(root)/B.OTB_BY_NAME[s]["dir"]/"img").is_dir():
             e = B.OTB_BY_NAME[s]; imgs = len(D.list_frames(Path(root)/e["dir"]/"img"))
-            if imgs != len(seq) + e["omit"]: rep.note(s, f"{imgs} images, {e['end'] - e['start'] + 1} annotated (frames {e['start'] + e['omit']}-{e['end']} evaluated)")
+            if imgs != len(seq) + e["omit"]:
+                rep.note(s, f"{imgs} images, {e['end'] - e['start'] + 1} annotated (frames {e['start'] + e['omit']}-{e['end']} evaluated)")
 
 def _verify_loaded(rep, name, root, split, sequences, decode, limit, progress):
     try: seqs = D.load_dataset(name, root, split=split, sequences=sequences)
@@ -363,7 +369,8 @@ def verify_dataset(name:str, root, split:str|None=None, sequences=None, decode:s
     req = man["layout"].get("required", {})
     for pat in req.get(split, req.get("*", [])):
         pat = pat.format(split=split)
-        if next(root.glob(pat), None) is None: rep.problem("(layout)", f"nothing matches {pat!r} under {root} (expected layout: {man['layout'].get('frames', '')})")
+        if next(root.glob(pat), None) is None:
+            rep.problem("(layout)", f"nothing matches {pat!r} under {root} (expected layout: {man['layout'].get('frames', '')})")
     if b is not None: _verify_benchmark(rep, b, root, split, sequences, decode, limit, progress)
     else: _verify_loaded(rep, name, root, split, sequences, decode, limit, progress)
     return rep
@@ -387,7 +394,8 @@ def add_cli(sub):
     from dst.core import command_group
     g = command_group(sub, "data", "datasets: synthetic benchmark, verification")
     p = g.add_parser("verify", help="check a local copy of a dataset against its manifest, sequence by sequence",
-                     description="Check a local copy of a dataset: missing sequences and frames, malformed annotations, rows vs frames. Exit status 1 when problems are found.")
+                     description="Check a local copy of a dataset: missing sequences and frames, malformed annotations, rows vs frames. "
+                                 "Exit status 1 when problems are found.")
     p.add_argument("name", type=dataset_name, choices=[*DATASET_INFO, "folder"],
                    help="dataset (a data_manifests/ name, or an alias such as otb, vot), or folder: your own sequences in OTB, VOT or GOT-10k layout")
     p.add_argument("--root", type=Path, required=True, help="the dataset's root folder")

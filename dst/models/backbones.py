@@ -61,7 +61,8 @@ def alexnet_sizes(layers:list, size:int, in_channels:int=3, where:str="backbone"
         n = conv_out(size, k, l.get("stride", 1), l.get("padding", 0))
         if l.get("pool", False) and n >= 3: n = conv_out(n, 3, 2)
         elif l.get("pool", False): n = 0
-        if n < 1: raise DSTError(f"{where} layer {i+1}: a {size}x{size} input leaves no output (kernel {k}, stride {l.get('stride', 1)}, padding {l.get('padding', 0)}{', pool' if l.get('pool') else ''})")
+        if n < 1: raise DSTError(f"{where} layer {i+1}: a {size}x{size} input leaves no output "
+                                 f"(kernel {k}, stride {l.get('stride', 1)}, padding {l.get('padding', 0)}{', pool' if l.get('pool') else ''})")
         out.append(n); size, cin = n, c
     return out
 

@@ -22,8 +22,8 @@ def _cli_select(args):
     print(f"teacher {t['name']}: {t['size_mb']:.3f} MB, eq. 7 accuracy {t['acc']:.4f}")
     if b is None: print(f"no valid candidate in {s['steps_done']} steps"); return 1
     print(f"student (step {b['step'] + 1}): widths {b['widths']}, kernels {b['kernels']}, {b['size_mb']:.3f} MB, "
-          f"compression C = {b['compression']:.3f} ({s['config']['cost']}; {b.get('params_x', 0):.1f}x fewer parameters, {b.get('flops_x', 0):.1f}x fewer FLOPs), "
-          f"accuracy {b['acc']:.4f}, reward {b['reward']:.4f}")
+          f"compression C = {b['compression']:.3f} ({s['config']['cost']}; {b.get('params_x', 0):.1f}x fewer parameters, "
+          f"{b.get('flops_x', 0):.1f}x fewer FLOPs), accuracy {b['acc']:.4f}, reward {b['reward']:.4f}")
     print(f"wrote {Path(params.get('out', DEFAULTS['out']))}/{{student.json, history.jsonl, fig4.png, summary.json, state.pt}}")
 
 def add_cli(sub):
@@ -36,17 +36,20 @@ def add_cli(sub):
     for k, h in (("steps", "policy steps"), ("candidates", "candidates a step (N_a)"), ("epochs", "training epochs per candidate"),
                  ("pairs", "training pairs"), ("val-pairs", "validation pairs (M of eq. 7)"), ("batch-size", "candidate batch size"),
                  ("seed", "seed (default 0)"), ("top-n", "proposals per pair in eq. 7 (default 5)"), ("hidden", "LSTM hidden units (30)"),
-                 ("lstm-layers", "LSTM layers (2)"), ("frame-range", "largest template/search frame gap (100)"), ("val-every", "every Nth sequence validates (4)")):
+                 ("lstm-layers", "LSTM layers (2)"), ("frame-range", "largest template/search frame gap (100)"),
+                 ("val-every", "every Nth sequence validates (4)")):
         p.add_argument(f"--{k}", type=int, help=h)
     for k, h in (("lr", "candidates' SGD learning rate (1e-2)"), ("policy-lr", "policy's Adam learning rate (1e-2)"), ("decay", "baseline EMA decay (0.9)"),
-                 ("penalty", "reward of an invalid candidate (-1)"), ("entropy", "entropy bonus (0.01; 0 is the paper's)"), ("search-shift", "search-crop shift, px (32)")):
+                 ("penalty", "reward of an invalid candidate (-1)"), ("entropy", "entropy bonus (0.01; 0 is the paper's)"),
+                 ("search-shift", "search-crop shift, px (32)")):
         p.add_argument(f"--{k}", type=float, help=h)
     p.add_argument("--data", help="dataset root (default: generate the synthetic smoke benchmark into OUT/synth)")
     p.add_argument("--dataset", help="dataset name for --data (default synth)")
     p.add_argument("--split", help="split to read (default: train for synth, none for OTB-style datasets)")
     p.add_argument("--sequences", help="comma-separated sequence names to read (default: all)")
     p.add_argument("--frame-filter", choices=["siamfc", "permissive"], help="which frames make pairs: SiamFC's thresholds (default) or every annotated one")
-    p.add_argument("--cost", choices=list(COSTS), help="what the compression counts: params_flops (default: sqrt of the two ratios), params (the paper's), flops, latency")
+    p.add_argument("--cost", choices=list(COSTS),
+                   help="what the compression counts: params_flops (default: sqrt of the two ratios), params (the paper's), flops, latency")
     p.add_argument("--credit", choices=["each", "mean"], help="advantage of a candidate: its own reward (default) or the step mean (eq. 32 as written)")
     p.add_argument("--knobs", help="what actions shrink: out,kernel (default) or out")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")

@@ -59,7 +59,8 @@ class OnnxNet:
         if torch.device(device).type != "cpu": raise DSTError(f"{self.folder}: the ONNX backend runs on the CPU, not {device}")
         return self
     def eval(self): return self
-    def __repr__(self): return f"OnnxNet({str(self.folder)!r}, {self.spec.get('name', self.family)}, sizes {sorted(self.files)}{', static' if self.static else ''})"
+    def __repr__(self):
+        return f"OnnxNet({str(self.folder)!r}, {self.spec.get('name', self.family)}, sizes {sorted(self.files)}{', static' if self.static else ''})"
 
 # %% ../../nbs/52_onnx_backend.ipynb #ade7abe9
 def _template_kernels(self, z) -> tuple:

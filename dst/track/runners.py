@@ -302,7 +302,8 @@ def add_cli(sub):
     "Add `dst track`."
     p = sub.add_parser("track", help="run a tracker over a benchmark (OPE, or VOT's reset protocol)")
     p.add_argument("--model", required=True, help="checkpoint path, architecture name, or baseline (static, mil, kcf, csrt)")
-    p.add_argument("--dataset", required=True, help=f"one of {', '.join(BENCHMARKS)} (or otb, vot, GOT-10k), or folder: any folder of sequences in OTB, VOT or GOT-10k layout")
+    p.add_argument("--dataset", required=True,
+                   help=f"one of {', '.join(BENCHMARKS)} (or otb, vot, GOT-10k), or folder: any folder of sequences in OTB, VOT or GOT-10k layout")
     p.add_argument("--root", required=True, help="dataset root (for synth: the folder `dst data synth` wrote)")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--sequences", nargs="+", help="only these sequences (space- or comma-separated)")

@@ -60,8 +60,10 @@ def _data_entry(d, i:int) -> dict:
     if not isinstance(d, dict): raise DSTError(f"TrainConfig.data[{i}]: expected a dict or 'NAME:DIR', got {type(d).__name__}")
     if unknown := set(d) - _DATA_KEYS: raise DSTError(f"TrainConfig.data[{i}]: unknown keys {sorted(unknown)}; known: {sorted(_DATA_KEYS)}")
     if "dataset" not in d or "root" not in d: raise DSTError(f"TrainConfig.data[{i}] needs 'dataset' and 'root', got {sorted(d)}")
-    if d.get("frame_filter", "siamfc") not in FRAME_FILTERS: raise DSTError(f"TrainConfig.data[{i}].frame_filter = {d['frame_filter']!r}: expected one of {list(FRAME_FILTERS)}")
-    if not (d.get("weight") is None or (isinstance(d["weight"], (int, float)) and d["weight"] >= 0)): raise DSTError(f"TrainConfig.data[{i}].weight = {d['weight']!r}: expected a number >= 0")
+    if d.get("frame_filter", "siamfc") not in FRAME_FILTERS:
+        raise DSTError(f"TrainConfig.data[{i}].frame_filter = {d['frame_filter']!r}: expected one of {list(FRAME_FILTERS)}")
+    if not (d.get("weight") is None or (isinstance(d["weight"], (int, float)) and d["weight"] >= 0)):
+        raise DSTError(f"TrainConfig.data[{i}].weight = {d['weight']!r}: expected a number >= 0")
     return dict(dict(split="train", frame_range=100, num_use=-1), **{k: (str(v) if k == "root" else v) for k, v in d.items()})
 
 # %% ../../nbs/40_train_config.ipynb #1a351abc
@@ -87,7 +89,8 @@ def _check_values(c):
     if c.epochs + c.warmup_epochs < 1: raise DSTError("TrainConfig: epochs + warmup_epochs must be at least 1")
     for k in ("lr", "lr_end", "warmup_lr", "grad_clip"):
         v = getattr(c, k)
-        if v is not None and not (isinstance(v, (int, float)) and v > 0): raise DSTError(f"TrainConfig.{k} = {v!r}: expected a number > 0" + (" or None" if k in ("warmup_lr", "grad_clip") else ""))
+        if v is not None and not (isinstance(v, (int, float)) and v > 0):
+            raise DSTError(f"TrainConfig.{k} = {v!r}: expected a number > 0" + (" or None" if k in ("warmup_lr", "grad_clip") else ""))
     for k in ("momentum", "weight_decay"):
         if not (isinstance(getattr(c, k), (int, float)) and getattr(c, k) >= 0): raise DSTError(f"TrainConfig.{k} = {getattr(c, k)!r}: expected a number >= 0")
     for k in ("pairs_per_epoch", "max_steps", "search_size"):

@@ -40,7 +40,8 @@ def load_state(path) -> dict:
     "A training state written by `save_state` (weights_only), checked."
     st = torch_load(path, what="training state")
     if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
-        raise DSTError(f"{str(path)!r} is not a dst training state (format {st.get('format') if isinstance(st, dict) else type(st).__name__!r}, expected {STATE_FORMAT!r})")
+        raise DSTError(f"{str(path)!r} is not a dst training state "
+                       f"(format {st.get('format') if isinstance(st, dict) else type(st).__name__!r}, expected {STATE_FORMAT!r})")
     return st
 
 # %% ../../nbs/40b_engine.ipynb #0a5bcb2e
@@ -79,7 +80,8 @@ class Trainer:
         self.device = self.info.device
         state = self._prepare_folder(resume, overwrite)
         if state is not None and (diff := config_diff(state["config"], cfg.to_dict())):
-            raise DSTError(f"{self.out} holds a run with another configuration ({'; '.join(diff)}); resume it with its own config (`dst train --out {self.out} --resume`) or use another --out")
+            raise DSTError(f"{self.out} holds a run with another configuration ({'; '.join(diff)}); "
+                           f"resume it with its own config (`dst train --out {self.out} --resume`) or use another --out")
         seed_everything(cfg.seed)
         self._networks(state)            # the teacher, the students (the saved weights when resuming), the precision
         self._optimizers(state)          # the position in the run, SGD per student (and the saved random states)
@@ -95,7 +97,8 @@ def _networks(self:Trainer, state:dict|None):
     if cfg.teacher is not None and any(t in TEACHER_TERMS for t in cfg.losses):
         self.teacher, self.teacher_info = resolve_model(cfg.teacher, cfg.seed)
         if self.teacher_info["source"] not in ("checkpoint", "shipped"):
-            warnings.warn(f"teacher {self.teacher_info['name']!r} has freshly initialised weights (a {self.teacher_info['source']}, not a checkpoint): fine for a smoke test, meaningless for distillation", stacklevel=3)
+            warnings.warn(f"teacher {self.teacher_info['name']!r} has freshly initialised weights (a {self.teacher_info['source']}, not a checkpoint): "
+                          "fine for a smoke test, meaningless for distillation", stacklevel=3)
     else: self.teacher, self.teacher_info = None, None
     resolved = [resolve_model(ref, cfg.seed + 1 + i) for i, ref in enumerate(cfg.students)]
     nets, self.student_info = [m for m, _ in resolved], [d for _, d in resolved]
@@ -133,7 +136,8 @@ def _actor(self:Trainer):
     self.dataset = build_dataset(cfg, self.family, self.exemplar_size, self.search_size, self.score_size)
     self.steps_per_epoch = steps_per_epoch(len(self.dataset), cfg.batch_size, info.world)
     if self.steps_per_epoch < 1:
-        raise DSTError(f"an epoch of {len(self.dataset)} pairs makes no whole step of {cfg.batch_size} pairs x {info.world} process(es): raise pairs_per_epoch or lower batch_size")
+        raise DSTError(f"an epoch of {len(self.dataset)} pairs makes no whole step of {cfg.batch_size} pairs x {info.world} process(es): "
+                       "raise pairs_per_epoch or lower batch_size")
 
 # %% ../../nbs/40b_engine.ipynb #f4a2bd4b
 @patch
@@ -145,7 +149,8 @@ def _prepare_folder(self:Trainer, resume:bool, overwrite:bool):
     if resume and sp.exists(): return load_state(sp)
     if resume and self.info.is_main and self.progress: print(f"dst train: no training state in {self.out}: starting a new run")
     if self._old and not resume and not overwrite:
-        raise DSTError(f"{self.out} already holds a training run ({', '.join(self._old)}); pass resume=True (--resume) to continue it or overwrite=True (--overwrite) to start again")
+        raise DSTError(f"{self.out} already holds a training run ({', '.join(self._old)}); "
+                       "pass resume=True (--resume) to continue it or overwrite=True (--overwrite) to start again")
     return None
 
 @patch

@@ -75,7 +75,8 @@ def teacher_str_maps(t_out:dict, kd:KDConfig) -> dict:
 def str_from_maps(s_out:dict, t_maps:dict, kd:KDConfig):
     "Eqs. 13-15 against precomputed teacher maps: the sum over layers of the search and template maps' MSE (= `str_loss`)."
     ms = str_maps(s_out, kd.str_layers, kd.str_weighted, kd.str_align)
-    if len(ms["x"]) != len(t_maps["x"]): raise DSTError(f"STR: the student has {len(ms['x'])} feature layers and the teacher {len(t_maps['x'])}; set KDConfig.str_layers")
+    if len(ms["x"]) != len(t_maps["x"]):
+        raise DSTError(f"STR: the student has {len(ms['x'])} feature layers and the teacher {len(t_maps['x'])}; set KDConfig.str_layers")
     lx = [map_mse(a, b, kd.str_norm) for a, b in zip(ms["x"], t_maps["x"])]
     lz = [map_mse(a, b, kd.str_norm) for a, b in zip(ms["z"], t_maps["z"])]
     return sum(lx) + sum(lz)
@@ -163,7 +164,8 @@ def train_step(actor:Actor, optimizers:list, batch:dict, epoch:int, grad_clip:fl
     for o in optimizers: o.zero_grad(set_to_none=True)
     loss, stats = actor(batch, epoch)
     if not allow_nonfinite and not math.isfinite(stats["loss"]):
-        raise DSTError(f"the loss is {stats['loss']} at epoch {epoch} ({ {k: v for k, v in stats.items() if not math.isfinite(v)} }); lower the learning rate or set grad_clip")
+        raise DSTError(f"the loss is {stats['loss']} at epoch {epoch} ({ {k: v for k, v in stats.items() if not math.isfinite(v)} }); "
+                       "lower the learning rate or set grad_clip")
     loss.backward()
     for i, (o, s) in enumerate(zip(optimizers, actor.students)):
         if grad_clip: stats[f"s{i}.grad"] = float(nn.utils.clip_grad_norm_(s.parameters(), grad_clip))
