@@ -293,16 +293,17 @@ def ship(run_dir, dest=None, name:str|None=None, models=SHIP_MODELS, results:str
     from dst.runs import load_run
     run = load_run(run_dir, need=("teacher", "benchmark"))
     dest, name = Path(dest or weights_dir()), name or f"{run.family}-{run.scale}"
-    bm, prov = run.stage("benchmark"), run.provenance("benchmark")
+    bm = run.stage("benchmark")
     if missing := [k for k in models.values() if k not in bm["models"]]:
         raise DSTError(f"{run.dir}: the benchmark has no model {missing}; it has {list(bm['models'])}")
     dest.mkdir(parents=True, exist_ok=True)
     idx = json.loads((dest/"index.json").read_text()) if (dest/"index.json").is_file() else {}
     for role, key in models.items():
         m, n = bm["models"][key], f"{name}-{role}"
+        prov = run.provenance("teacher" if role == "teacher" else "students")   # where it was trained: seed, commit, precision
         shutil.copyfile(run.checkpoint(key), dest/f"{n}.pt")
         idx[n] = dict(file=f"{n}.pt", role=role, family=run.family, model=key, size_mb=m["size_mb"], fps=m.get("fps"), scores=ship_scores(bm, key),
-                      results=results or f"reference_results/{name}/4_benchmark/results",
+                      results=results or f"reference_results/{run.dir.name}/4_benchmark/results",   # where `dst run publish` puts them
                       provenance=dict(scale=run.scale, data=training_phrase(run), seed=prov.get("seed"), commit=prov.get("commit"),
                                       precision=prov.get("precision"), device=prov.get("device"), time=prov.get("time")))
     save_json(idx, dest/"index.json")
