@@ -8,7 +8,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from ..core import DSTError, get_device
+from ..core import DSTError, get_device, provenance, precision_note, atomic_write
+from ..models.refs import shipped_models
 from ..models.checkpoint import load_checkpoint
 from ..models.siamese import count_params, size_mb
 from .bench import bench
@@ -56,7 +57,6 @@ def zoo_markdown(rows, metrics:dict|None=None) -> str:
 # %% ../../nbs/67_zoo_page.ipynb #3efff17a
 def shipped_entries(root=None) -> list[dict]:
     "Zoo entries of the shipped models (their index's scores and result folders), teacher first."
-    from dst.models.refs import shipped_models
     order = {"teacher": 0, "intelligent": 1, "dull": 2}
     items = sorted(shipped_models(root).items(), key=lambda kv: (kv[1].get("family", ""), order.get(kv[1].get("role"), 9), kv[0]))
     return [dict(checkpoint=e["path"], name=n, scores=e.get("scores", {}), results={"raw results": e["results"]} if e.get("results") else {},
@@ -64,7 +64,6 @@ def shipped_entries(root=None) -> list[dict]:
 
 def zoo_page(entries=None, frames:int=30, device="cpu") -> str:
     "The model zoo page in Markdown: the table of `zoo_rows` (default: the shipped models) and each model's provenance."
-    from dst.core import provenance, precision_note
     entries = shipped_entries() if entries is None else list(entries)
     if not entries: return "No trained models are installed: `dst run ship --out RUN` ships a finished run's teacher and students.\n"
     rows = zoo_rows(entries, frames=frames, device=device)
@@ -83,7 +82,6 @@ def zoo_page(entries=None, frames:int=30, device="cpu") -> str:
 def _cli_zoo(args):
     page = zoo_page(frames=args.frames, device=args.device)
     if not args.out: print(page, end=""); return
-    from dst.core import atomic_write
     with atomic_write(Path(args.out), encoding="utf-8") as f: f.write(page)
     print(f"wrote {args.out}")
 
