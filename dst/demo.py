@@ -13,7 +13,7 @@ from .pipeline import run_pipeline, report_summary, default_out, parse_params, F
 from .train.budgets import SCALES
 
 # %% auto #0
-__all__ = ['size_lines', 'run_demo', 'add_cli']
+__all__ = ['size_lines', 'demo_params', 'run_demo', 'add_cli']
 
 # %% ../nbs/80_demo.ipynb #649fa963
 def size_lines() -> list:
@@ -24,6 +24,13 @@ def size_lines() -> list:
         out.append(f"  {r['name']:<16} {r['size_mb']:>8.2f} MB  paper {p}  {r['role']}")
     return out
 
+# %% ../nbs/80_demo.ipynb #e307cf27
+def demo_params(family:str="siamfc", params:dict|None=None) -> dict:
+    "The demo's pipeline parameters: `params`, with the shipped teacher of `family` as `teacher_checkpoint` unless one is given."
+    params = dict(params or {})
+    if "teacher_checkpoint" not in params and (t := shipped_teacher(family)) is not None: params["teacher_checkpoint"] = t[1]
+    return params
+
 # %% ../nbs/80_demo.ipynb #338fa5c7
 def run_demo(out=None, scale:str="smoke", family:str="siamfc", seed:int=0, params:dict|None=None, progress:bool=True) -> int:
     "The demo: sizes, the pipeline (`dst run all`), the report's location and the headline table."
@@ -32,10 +39,8 @@ def run_demo(out=None, scale:str="smoke", family:str="siamfc", seed:int=0, param
     print(f"== dst demo: the whole method at {scale} scale ({family}) into {run_dir} ==\n")
     print("Networks (size = MB of the float32 state_dict; paper = Table 5):")
     print("\n".join(size_lines()) + "\n", flush=True)
-    params = dict(params or {})
-    if "teacher_checkpoint" not in params and (t := shipped_teacher(family)) is not None:
-        params["teacher_checkpoint"] = t[1]                  # distil from the trained teacher that ships with dst
-        print(f"Teacher: the shipped {t[0]} ({t[1]}), not a {scale}-scale one\n", flush=True)
+    params = demo_params(family, params)
+    if "teacher_checkpoint" in params: print(f"Teacher: {params['teacher_checkpoint']}, not a {scale}-scale one\n", flush=True)
     run_pipeline("all", scale, family, run_dir, params, seed=seed, progress=progress)
     print("\n" + report_summary(run_dir))
     print(f"\ndst demo finished in {time.time() - t0:.0f} s")

@@ -20,6 +20,25 @@ def decode(png: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
 
 
+@pytest.fixture
+def no_shipped(tmp_path, monkeypatch):
+    """No trained models installed: the explorers fall back to untrained networks (what the default-choice tests check)."""
+    monkeypatch.setenv("DST_WEIGHTS", str(tmp_path/"no-weights"))
+
+
+@pytest.fixture
+def toy_weights(tmp_path, monkeypatch):
+    """A shipped-weights folder with a toy teacher and dull student, as `dst run ship` writes it."""
+    w = tmp_path/"weights"; w.mkdir()
+    idx = {}
+    for name, role, arch in (("toy-teacher", "teacher", "siamfc@0.25"), ("toy-dull", "dull", "siamfc@0.125")):
+        save_checkpoint(w/f"{name}.pt", build_model(arch))
+        idx[name] = dict(file=f"{name}.pt", role=role, family="siamfc")
+    (w/"index.json").write_text(json.dumps(idx))
+    monkeypatch.setenv("DST_WEIGHTS", str(w))
+    return idx
+
+
 @pytest.fixture(scope="module")
 def fixture_seqs(fixtures):
     from dst.explore.tracker import fixture_sequences
@@ -88,7 +107,7 @@ def test_track_run_caches(tiny):
         run.frame(8)
 
 
-def test_tracker_explorer_on_tiny_synthetic(tiny):
+def test_tracker_explorer_on_tiny_synthetic(tiny, no_shipped):
     ex = tracker_explorer(sequences=tiny)
     assert ex.model.value == "untrained siamfc_half" and ex.error is None
     ex.frame.value = 3
@@ -136,7 +155,7 @@ def test_tracker_explorer_on_fixtures_draws_boxes(fixture_seqs):
     assert (img[max(ry, 0):min(ry + side, 360), rx] == YELLOW).all(-1).sum() > side // 3
 
 
-def test_str_explorer_on_fixtures(fixture_seqs):
+def test_str_explorer_on_fixtures(fixture_seqs, no_shipped):
     sx = str_explorer(sequence="otb/Crossing", frame=40)
     assert (sx.teacher.value, sx.student.value) == ("untrained siamfc", "untrained siamfc_half") and sx.error is None
     assert len(sx.layer.options) == 5 and sx.layer.value == 4
@@ -158,6 +177,13 @@ def test_str_explorer_on_fixtures(fixture_seqs):
     assert len(sx.outs) == n + 1                                              # one network (teacher = student), one new frame
     sx.seq.value = "vot2019/bag"
     assert sx.error is None and sx.frame.value == 41 and sx.out(sx.teacher.value)["x"].shape == (255, 255, 3)
+
+
+def test_explorers_default_to_the_shipped_models(tiny, toy_weights):
+    ex = tracker_explorer(sequences=tiny)
+    assert ex.model.value == "toy-teacher" and list(ex.model.options)[:2] == ["toy-teacher", "toy-dull"] and ex.error is None
+    sx = str_explorer(sequences=tiny, frame=4)
+    assert (sx.teacher.value, sx.student.value) == ("toy-teacher", "toy-dull") and sx.error is None
 
 
 def test_run_folder(run_dir, tiny):

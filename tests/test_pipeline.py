@@ -1,6 +1,6 @@
 """The papermill pipeline end to end at the `tiny` scale: every stage notebook and every paper notebook executes,
 writes its receipt, is skipped when complete and resumes when broken."""
-import json, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -152,9 +152,10 @@ def test_given_teacher_checkpoint_is_used(tiny_run, tmp_path):
     assert again["stages"]["teacher"]["last"] == "skipped" and again["parameters"] == dict(teacher_checkpoint=str(ck))
 
 
-def test_cli_run_and_demo_print_the_headline(tiny_run):
+def test_cli_run_and_demo_print_the_headline(tiny_run, tmp_path):
     out, _ = tiny_run
-    r = subprocess.run(DST + ["demo", "--scale", "tiny", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    env = {**os.environ, "DST_WEIGHTS": str(tmp_path/"none")}   # no shipped teacher: the demo reuses the tiny run (demo_params is a lesson)
+    r = subprocess.run(DST + ["demo", "--scale", "tiny", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "report:" in r.stdout and "teacher" in r.stdout and "dull" in r.stdout and "intelligent" in r.stdout
     assert "synthetic" in r.stdout.lower()
