@@ -4,7 +4,7 @@
 
 # %% ../../nbs/65_bench.ipynb #7a8680dc
 from __future__ import annotations
-import json, statistics, time, warnings
+import functools, json, statistics, time, warnings
 
 import numpy as np
 import torch
@@ -40,8 +40,13 @@ def _median_time(fn, repeats:int, warmup:int, cuda:bool) -> float:
     return statistics.median(ts)
 
 def matmul_peak(device="cpu", precision:str="fp32", n:int=1024, repeats:int=5) -> float:
-    "Achieved GFLOP/s of an `n` x `n` matrix product in `precision` on `device` (the machine's practical ceiling)."
+    "Achieved GFLOP/s of an `n` x `n` matrix product in `precision` on `device` (the machine's practical ceiling; measured once per process)."
     dev = get_device(device) if isinstance(device, str) else device
+    return _matmul_peak(str(dev), precision, n, repeats)
+
+@functools.lru_cache(maxsize=None)
+def _matmul_peak(device:str, precision:str, n:int, repeats:int) -> float:
+    dev = torch.device(device)
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     with torch.inference_mode(), autocast(dev, precision):
         t = _median_time(lambda: a @ b, repeats, 2, dev.type == "cuda")

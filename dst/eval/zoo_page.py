@@ -23,7 +23,7 @@ def _entry(e) -> dict:
     if not Path(e["checkpoint"]).is_file(): raise DSTError(f"zoo entry {e['checkpoint']}: checkpoint file is missing")
     return e
 
-def zoo_rows(entries, fps:bool=True, frames:int=20, device="cpu", precisions=("fp32", "bf16")) -> list[dict]:
+def zoo_rows(entries, fps:bool=True, frames:int=20, device="cpu", precisions=("fp32", "bf16"), warmup:int=3) -> list[dict]:
     "One row per checkpoint: name, arch, params, MB, fps in each precision (`dst bench`), scores, result folders."
     rows = []
     for e in map(_entry, entries):
@@ -35,7 +35,7 @@ def zoo_rows(entries, fps:bool=True, frames:int=20, device="cpu", precisions=("f
         if fps:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                row.update({f"fps_{r['precision']}": r["fps"] for r in bench([str(e["checkpoint"])], device, frames, 3, precisions=precisions)})
+                row.update({f"fps_{r['precision']}": r["fps"] for r in bench([str(e["checkpoint"])], device, frames, warmup, precisions=precisions)})
         rows.append(row)
     return rows
 
@@ -62,18 +62,18 @@ def shipped_entries(root=None) -> list[dict]:
     return [dict(checkpoint=e["path"], name=n, scores=e.get("scores", {}), results={"raw results": e["results"]} if e.get("results") else {},
                  provenance=e.get("provenance", {}), role=e.get("role", "")) for n, e in items]
 
-def zoo_page(entries=None, frames:int=30, device="cpu") -> str:
+def zoo_page(entries=None, frames:int=30, device="cpu", warmup:int=3) -> str:
     "The model zoo page in Markdown: the table of `zoo_rows` (default: the shipped models) and each model's provenance."
     entries = shipped_entries() if entries is None else list(entries)
     if not entries: return "No trained models are installed: `dst run ship --out RUN` ships a finished run's teacher and students.\n"
-    rows = zoo_rows(entries, frames=frames, device=device)
+    rows = zoo_rows(entries, frames=frames, device=device, warmup=warmup)
     here = provenance()
     lines = [zoo_markdown(rows), ""]
     for e in entries:
         p = e.get("provenance") or {}
         if p: lines.append(f"- **{e['name']}** ({e.get('role') or 'model'}): trained at scale `{p.get('scale')}` on {p.get('data', 'unrecorded data')}, "
                            f"{p.get('precision', 'fp32')}, seed {p.get('seed')}, commit `{str(p.get('commit'))[:10]}`.")
-    lines += ["", f"Speed: `dst bench`, {frames} frames after 3 warm-up frames on a 480x360 image, one process with "
+    lines += ["", f"Speed: `dst bench`, {frames} frames after {warmup} warm-up frames on a 480x360 image, one process with "
               f"{torch.get_num_threads()} threads on {here['device']}, measured {here['time'][:10]} "
               f"(torch {here['versions']['torch']}). bf16: {precision_note('bf16', get_device(device))}."]
     return "\n".join(lines) + "\n"
