@@ -153,3 +153,14 @@ def test_the_floor_check_sees_a_back_edge(tmp_path):
     targets = list(_dst_imports(p, "dst.data.bad"))
     assert targets == ["dst.pipeline", "dst.cli"]
     assert [_floor(t) > _floor("dst.data.bad") for t in targets] == [True, True]
+
+
+def test_gpu_scripts_are_valid_bash():
+    """Issue 12's prepared GPU run: the two scripts parse, are executable, and run the medium scale."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("gpu-prepare", "gpu-medium"):
+        p = root / ".ci" / name
+        assert p.stat().st_mode & 0o111, f"{p} is not executable"
+        r = subprocess.run(["bash", "-n", str(p)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert "dst run all --scale medium" in (root / ".ci" / "gpu-medium").read_text()
