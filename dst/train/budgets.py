@@ -12,12 +12,12 @@ __all__ = ['SCALES', 'CPU_SCALES', 'check_scale', 'budget']
 
 # %% ../../nbs/40d_budgets.ipynb #aa69ca8a
 SCALES = {
-    "tiny": dict(   # the tests
+    "tiny": dict(   # the tests: every stage and every code path, 4 steps of 2 pairs per training run
         synth=dict(preset="smoke", sequences=[4, 3], frames=32, size=[256, 192]),
-        teacher=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=16, batch_size=4, num_workers=0),
-        select=dict(steps=2, candidates=2, epochs=1, pairs=16, val_pairs=8, batch_size=4),
-        students=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=16, batch_size=4, num_workers=0, n_students="1,2,3"),
-        benchmark=dict(max_frames=24, speed_frames=5, workers=1)),
+        teacher=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=8, batch_size=2, num_workers=0),
+        select=dict(steps=2, candidates=2, epochs=1, pairs=8, val_pairs=4, batch_size=2),
+        students=dict(epochs=1, warmup_epochs=0, pairs_per_epoch=8, batch_size=2, num_workers=0, n_students="1,2,3"),
+        benchmark=dict(max_frames=12, speed_frames=5, workers=1)),
     "smoke": dict(  # make demo on a 2-core CPU
         synth=dict(preset="smoke"),
         teacher=dict(epochs=3, warmup_epochs=0, pairs_per_epoch=64, batch_size=8, num_workers=0),
