@@ -13,7 +13,7 @@ import torch
 from ..core import DSTError
 from .sequences import Sequence, read_image
 from .crops import crop_image, crop_rule, crop_window, pad_color, siamfc_crop_sizes, xywh_to_cxcywh_px, box_to_crop
-from .targets import generate_anchors, score_size as _score_size, siamfc_labels, siamrpn_targets, RATIOS, SCALES
+from .targets import generate_anchors, score_size as _score_size, siamfc_labels, siamrpn_targets, ANCHOR_RATIOS, ANCHOR_SCALES
 
 # %% auto #0
 __all__ = ['RGB_PCA', 'INTERPS', 'AUG_PRESETS', 'FrameFilter', 'Source', 'item_rng', 'order_rng', 'PairSpec', 'PairSampler',
@@ -221,7 +221,7 @@ class PairDataset(torch.utils.data.Dataset):
                  preset:str|None=None, template_aug:Augment|None=None, search_aug:Augment|None=None, neg:float|None=None,
                  gray:float|None=None, flip:float|None=None, frame_filter:FrameFilter|None=None, seed:int=0,
                  pairs_per_epoch:int|None=None, stride:int=8, score_size:int|None=None, r_pos:float=16,
-                 ratios=RATIOS, scales=SCALES, rpn_kw:dict|None=None, crop:str="subpixel"):
+                 ratios=ANCHOR_RATIOS, scales=ANCHOR_SCALES, rpn_kw:dict|None=None, crop:str="subpixel"):
         if targets not in ("siamfc", "siamrpn", None): raise DSTError(f"targets must be 'siamfc', 'siamrpn' or None, got {targets!r}")
         name = preset or targets or "none"
         if name not in AUG_PRESETS: raise DSTError(f"unknown augmentation preset {preset!r}; expected one of {sorted(AUG_PRESETS)}")

@@ -9,7 +9,7 @@ import numpy as np
 from ..core import DSTError, cxcywh_to_xywh, iou_xywh
 
 # %% auto #0
-__all__ = ['RATIOS', 'SCALES', 'score_size', 'cell_offsets', 'siamfc_labels', 'anchor_shapes', 'generate_anchors',
+__all__ = ['ANCHOR_RATIOS', 'ANCHOR_SCALES', 'score_size', 'cell_offsets', 'siamfc_labels', 'anchor_shapes', 'generate_anchors',
            'encode_deltas', 'decode_deltas', 'siamrpn_targets']
 
 # %% ../../nbs/14a_targets.ipynb #a5ff5e8d
@@ -35,10 +35,10 @@ def siamfc_labels(score_size:int=17, stride:int=8, r_pos:float=16, offset_xy=(0.
     return label, weight
 
 # %% ../../nbs/14a_targets.ipynb #dfad632a
-RATIOS = (0.33, 0.5, 1, 2, 3)   # anchor aspect ratios h/w (DaSiamRPN, pysot)
-SCALES = (8,)                   # anchor scales, in units of the stride
+ANCHOR_RATIOS = (0.33, 0.5, 1, 2, 3)   # anchor aspect ratios h/w (DaSiamRPN, pysot)
+ANCHOR_SCALES = (8,)                   # anchor scales, in units of the stride
 
-def anchor_shapes(stride:int=8, ratios=RATIOS, scales=SCALES) -> np.ndarray:
+def anchor_shapes(stride:int=8, ratios=ANCHOR_RATIOS, scales=ANCHOR_SCALES) -> np.ndarray:
     "Anchor `(w, h)` in pixels, shape (K, 2), ratio-major, with DaSiamRPN's integer rounding."
     out = []
     for r in ratios:
@@ -46,7 +46,7 @@ def anchor_shapes(stride:int=8, ratios=RATIOS, scales=SCALES) -> np.ndarray:
         out += [(w * s, h * s) for s in scales]
     return np.array(out, dtype=np.float32)
 
-def generate_anchors(score_size:int=17, search_size:int=255, stride:int=8, ratios=RATIOS, scales=SCALES) -> np.ndarray:
+def generate_anchors(score_size:int=17, search_size:int=255, stride:int=8, ratios=ANCHOR_RATIOS, scales=ANCHOR_SCALES) -> np.ndarray:
     "All anchors as `cxcywh` in search-crop pixel-centre coordinates, shape (4, K, S, S)."
     wh, c = anchor_shapes(stride, ratios, scales), (search_size - 1) / 2 + cell_offsets(score_size, stride)
     K, S = len(wh), score_size

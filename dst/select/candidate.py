@@ -23,7 +23,7 @@ from ..train.step import Actor, make_optimizers, set_lr, train_step
 
 # %% auto #0
 __all__ = ['toy_sequences', 'spec_stride', 'PairSet', 'make_pairs', 'fc_proposals', 'rpn_proposals', 'proposal_overlaps',
-           'eq7_accuracy', 'evaluate', 'recalibrate_bn', 'train_candidate', 'candidate_accuracy']
+           'eq7_accuracy', 'pairs_accuracy', 'recalibrate_bn', 'train_candidate', 'candidate_accuracy']
 
 # %% ../../nbs/44_candidate.ipynb #683249a2
 def toy_sequences(root, n:int=4, frames:int=16, size=(192, 144), target=(36, 30), seed:int=0) -> list[Sequence]:
@@ -135,7 +135,7 @@ def eq7_accuracy(overlaps, normalise:bool=True) -> float:
     return float(o.sum() / (o.size if normalise else 1))
 
 # %% ../../nbs/44_candidate.ipynb #7f4f8132
-def evaluate(model:SiamNet, pairs:PairSet, top_n:int=5, batch_size:int=32, device="cpu") -> float:
+def pairs_accuracy(model:SiamNet, pairs:PairSet, top_n:int=5, batch_size:int=32, device="cpu") -> float:
     "Eq. 7 (mean overlap of the top-`top_n` proposals) of `model` over the pairs of `pairs`."
     model.eval(); ov = []
     with torch.no_grad():
@@ -186,5 +186,5 @@ def candidate_accuracy(spec:dict, train:PairSet, val:PairSet, epochs:int=10, top
     model, losses = train_candidate(spec, train, epochs, seed=seed, **kw)
     dev, bs = next(model.parameters()).device, kw.get("batch_size", 32)
     if recalibrate: recalibrate_bn(model, train, bs, device=dev)
-    acc = evaluate(model, val, top_n, bs, dev)
+    acc = pairs_accuracy(model, val, top_n, bs, dev)
     return dict(acc=acc, size_mb=size_mb(model), losses=losses, seconds=time.perf_counter() - t0)

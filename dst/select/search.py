@@ -17,7 +17,7 @@ from ..core import DSTError, atomic_write, save_json, provenance, get_device, rn
 from ..models.siamese import check_spec
 from ..models.refs import parse_ref, resolve_model
 from ..data.pairs import FrameFilter
-from .candidate import make_pairs, candidate_accuracy, evaluate
+from .candidate import make_pairs, candidate_accuracy, pairs_accuracy
 from .space import (KNOBS, COSTS, describe, reduce_spec, check_candidate, spec_size_mb, spec_flops, spec_cost,
                               compression, reward, step_reward, unit_table)
 from .policy import Policy, EMABaseline, reinforce_update, to_scales, _one_thread
@@ -189,7 +189,7 @@ def _restore(self:StudentSearch, s:dict):
 @patch
 def _teacher_accuracy(self:StudentSearch) -> float:
     c = self.cfg
-    if self.teacher_model is not None: acc = evaluate(self.teacher_model.to(self.device), self.val, c["top_n"], c["batch_size"], self.device)
+    if self.teacher_model is not None: acc = pairs_accuracy(self.teacher_model.to(self.device), self.val, c["top_n"], c["batch_size"], self.device)
     else: acc = candidate_accuracy(self.spec, self.train, self.val, c["epochs"], c["top_n"], derive_seed(c["seed"], 4),
                                    lr=c["lr"], batch_size=c["batch_size"], device=self.device)["acc"]
     if not acc > 0: raise DSTError(f"teacher {self.name!r} scores eq. 7 accuracy {acc} on {len(self.val)} validation pairs; "
