@@ -128,7 +128,7 @@ def expand_includes(md:str, root=None) -> str:
     def one(m):
         p = root/m[1]
         if p.is_file(): return p.read_text(encoding="utf-8").rstrip("\n")
-        return f"*`{m[1]}` is not written yet (`dst zoo --out {m[1]}` writes the model zoo page).*"
+        return f"*`{m[1]}` is not written yet.*"   # the prose around the marker says what writes it
     return INCLUDE.sub(one, md)
 
 # %% ../nbs/92_site.ipynb #5f635a2a
