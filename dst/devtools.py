@@ -7,7 +7,6 @@ from __future__ import annotations
 import filecmp, json, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
-import nbformat
 import numpy as np
 
 from .core import DSTError, atomic_write, repo_root, save_json
@@ -25,6 +24,7 @@ def _directives(src:str) -> set[str]:
 
 def render_readme(nb_path) -> str:
     "Markdown for `README.md` from a notebook: prose, visible code and its text outputs."
+    import nbformat   # here, not at the top: it takes seconds to import and every `dst` command loads this module
     nb, parts = nbformat.read(nb_path, as_version=4), [README_HEADER.rstrip("\n")]
     for c in nb.cells:
         if c.cell_type == "markdown": parts.append(expand_includes(c.source.strip(), Path(nb_path).resolve().parents[1])); continue

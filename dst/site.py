@@ -4,15 +4,12 @@
 
 # %% ../nbs/92_site.ipynb #555bdbe5
 from __future__ import annotations
-import fnmatch, html, json, os, re, sys, tempfile, time
+import fnmatch, functools, html, json, os, re, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
 from latex2mathml.converter import convert as _latex2mathml
-from nbconvert.filters.ansi import strip_ansi
-from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath, MathBlockParser, MathInlineParser
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
@@ -53,33 +50,41 @@ class SiteStats:
 _BLOCK_MATH = (r"(?s:^ {0,3}(?<!\\)[$]{2}.*?(?<!\\)[$]{2}|^ {0,3}\\{1,2}\[.*?\\{1,2}\]"
                r"|^ {0,3}\\begin\{(?P<math_env_name>[a-z]*\*?)\}.*?\\end\{(?P=math_env_name)\})")
 
-class _BlockParser(MathBlockParser):
-    SPECIFICATION = {**MathBlockParser.SPECIFICATION, "multiline_math": _BLOCK_MATH}
+@functools.cache
+def _markdown_classes():
+    "nbconvert's math-aware parsers and renderer, adapted; built on first use (nbconvert takes seconds to import)."
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath, MathBlockParser, MathInlineParser
 
-class _InlineParser(MathInlineParser):
-    SPECIFICATION = {**MathInlineParser.SPECIFICATION,
-                     "block_math_latex": r"(?s:(?<!\\)\\{1,2}\[(?P<math_block_latex>.*?)(?<!\\)\\{1,2}\])",
-                     "inline_math_latex": r"(?s:(?<!\\)\\{1,2}\((?P<math_inline_latex>.*?)(?<!\\)\\{1,2}\))"}
+    class BlockParser(MathBlockParser):
+        SPECIFICATION = {**MathBlockParser.SPECIFICATION, "multiline_math": _BLOCK_MATH}
 
-class _Renderer(IPythonRenderer):
-    "nbconvert's renderer with math drawn as MathML and counted in `stats`."
-    def __init__(self, stats:SiteStats, **kw): super().__init__(escape=False, **kw); self.stats = stats
-    def _math(self, tex, display):
-        self.stats.math += 1
-        try: return latex_to_mathml(tex, display)
-        except DSTError as e:
-            self.stats.math_failed += 1; self.stats.math_errors.append(str(e))
-            d = "$$" if display else "$"
-            return f'<code class="math-error" title="{html.escape(str(e))}">{html.escape(d + tex + d)}</code>'
-    def block_math(self, body): return self._math(body, True)
-    def inline_math(self, body): return self._math(body, False)
-    def latex_environment(self, name, body): return self._math(f"\\begin{{{name}}}{body}\\end{{{name}}}", True)
+    class InlineParser(MathInlineParser):
+        SPECIFICATION = {**MathInlineParser.SPECIFICATION,
+                         "block_math_latex": r"(?s:(?<!\\)\\{1,2}\[(?P<math_block_latex>.*?)(?<!\\)\\{1,2}\])",
+                         "inline_math_latex": r"(?s:(?<!\\)\\{1,2}\((?P<math_inline_latex>.*?)(?<!\\)\\{1,2}\))"}
+
+    class Renderer(IPythonRenderer):
+        "nbconvert's renderer with math drawn as MathML and counted in `stats`."
+        def __init__(self, stats:SiteStats, **kw): super().__init__(escape=False, **kw); self.stats = stats
+        def _math(self, tex, display):
+            self.stats.math += 1
+            try: return latex_to_mathml(tex, display)
+            except DSTError as e:
+                self.stats.math_failed += 1; self.stats.math_errors.append(str(e))
+                d = "$$" if display else "$"
+                return f'<code class="math-error" title="{html.escape(str(e))}">{html.escape(d + tex + d)}</code>'
+        def block_math(self, body): return self._math(body, True)
+        def inline_math(self, body): return self._math(body, False)
+        def latex_environment(self, name, body): return self._math(f"\\begin{{{name}}}{body}\\end{{{name}}}", True)
+
+    return MarkdownWithMath, BlockParser, InlineParser, Renderer
 
 def render_markdown(src:str, stats:SiteStats|None=None, path=None, attachments:dict|None=None) -> str:
     "HTML for a markdown cell: math as MathML, images (relative to `path` or attachments) embedded."
-    r = _Renderer(stats if stats is not None else SiteStats(), embed_images=path is not None,
-                  path=str(path or ""), attachments=attachments, anchor_link_text="#")
-    return MarkdownWithMath(renderer=r, block=_BlockParser(), inline=_InlineParser(hard_wrap=False)).render(src)
+    markdown, block, inline, renderer = _markdown_classes()
+    r = renderer(stats if stats is not None else SiteStats(), embed_images=path is not None,
+                 path=str(path or ""), attachments=attachments, anchor_link_text="#")
+    return markdown(renderer=r, block=block(), inline=inline(hard_wrap=False)).render(src)
 
 # %% ../nbs/92_site.ipynb #6c52545a
 _re_directive = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -98,7 +103,9 @@ def _fold_cr(text:str) -> str:
     "Keep what a terminal would show after carriage returns (tqdm's redraws)."
     return "\n".join(l.rstrip("\r").split("\r")[-1] for l in text.split("\n"))
 
-def _pre(text:str, cls:str) -> str: return f'<pre class="{cls}">{html.escape(strip_ansi(text))}</pre>'
+def _pre(text:str, cls:str) -> str:
+    from nbconvert.filters.ansi import strip_ansi
+    return f'<pre class="{cls}">{html.escape(strip_ansi(text))}</pre>'
 
 def render_output(out, stats:SiteStats) -> str:
     "HTML for one notebook output (stream, error, display data or result)."
@@ -184,6 +191,7 @@ def _skip_reason(src:str, skip_flags) -> str|None:
 
 def execute_notebook(nb, cwd, timeout:int=600, kernel:str="python3", skip_flags=SKIP_FLAGS):
     "Run a copy of `nb` in a fresh kernel from `cwd`; returns (executed notebook, error message or None)."
+    import nbformat
     from jupyter_client import KernelManager
     from nbclient import NotebookClient
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy: the caller's notebook is left as it was
@@ -299,6 +307,7 @@ def build_site(notebooks:list, out, title:str="dst", execute:bool=True, timeout:
         if not p.path.is_file(): raise DSTError(f"{p.path}: notebook not found")
     stats, entries, t0 = SiteStats(), [], time.time()
     def prepare(p):  # read and (maybe) execute one notebook: (notebook, error, executed, seconds)
+        import nbformat
         try: nb = nbformat.read(p.path, as_version=4)
         except Exception as e: raise DSTError(f"{p.path}: not a readable notebook ({type(e).__name__}: {e})") from None
         run, t = execute if p.execute is None else p.execute, time.time()

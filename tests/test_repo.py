@@ -164,3 +164,10 @@ def test_gpu_scripts_are_valid_bash():
         r = subprocess.run(["bash", "-n", str(p)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     assert "dst run all --scale medium" in (root / ".ci" / "gpu-medium").read_text()
+
+
+def test_the_parser_leaves_the_notebook_stack_unloaded():
+    "Every `dst` command builds the whole parser; nbformat and nbconvert take seconds to import, so only the commands that use them load them."
+    code = "import sys; from dst.cli import build_parser; build_parser(); print(sorted(m for m in ('nbformat', 'nbconvert', 'papermill') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout
