@@ -106,6 +106,9 @@ def test_resume_after_max_steps_is_bit_exact(synth, reference, tmp_path):
         assert_same_weights(weights(out/f"students/s{i}.pt"), weights(ref/f"students/s{i}.pt"))
     assert [r["step"] for r in read_metrics(out/"metrics.jsonl")] == list(range(1, 9))
     assert [r["loss"] for r in read_metrics(out/"metrics.jsonl")] == [r["loss"] for r in read_metrics(ref/"metrics.jsonl")]
+    # the run's time counts both sessions' steps (`seconds` is only the resumed call's wall time)
+    assert done["step_seconds"] == pytest.approx(sum(r["time"] for r in read_metrics(out/"metrics.jsonl")), abs=0.1)
+    assert done["step_seconds"] >= part["step_seconds"] > 0
 
 
 def test_cli_sigkill_then_resume_is_bit_exact(synth, reference, tmp_path, capsys):

@@ -284,7 +284,8 @@ def summary(self:Trainer, finished:bool, seconds:float, ranks_agree:bool=True, a
                 finished=finished, already_finished=already, steps=self.global_step, epochs=self.cfg.total_epochs,
                 steps_per_epoch=self.steps_per_epoch, world=self.info.world, device=str(self.device),
                 precision=self.precision, precision_note=self.precision_note, ranks_agree=ranks_agree,
-                seconds=round(seconds, 2), teacher=self.teacher_info, students=studs)
+                seconds=round(seconds, 2), step_seconds=round(sum(r.get("time", 0.0) for r in rows), 1),
+                teacher=self.teacher_info, students=studs)
 
 # %% ../../nbs/40b_engine.ipynb #c19a1fb8
 def train(config, resume:bool=False, overwrite:bool=False, progress:bool=True) -> dict:
