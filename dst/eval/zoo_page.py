@@ -71,8 +71,8 @@ def zoo_page(entries=None, frames:int=30, device="cpu", warmup:int=3) -> str:
     lines = [zoo_markdown(rows), ""]
     for e in entries:
         p = e.get("provenance") or {}
-        if p: lines.append(f"- **{e['name']}** ({e.get('role') or 'model'}): trained at scale `{p.get('scale')}` on {p.get('data', 'unrecorded data')}, "
-                           f"{p.get('precision', 'fp32')}, seed {p.get('seed')}, commit `{str(p.get('commit'))[:10]}`.")
+        if p: lines.append(f"- **{e['name']}** ({e.get('role') or 'model'}): scale `{p.get('scale')}`; {p.get('data', 'training data not recorded')}; "
+                           f"{p.get('precision', 'fp32')}; seed {p.get('seed')}; commit `{str(p.get('commit'))[:10]}`.")
     lines += ["", f"Speed: `dst bench`, {frames} frames after {warmup} warm-up frames on a 480x360 image, one process with "
               f"{torch.get_num_threads()} threads on {here['device']}, measured {here['time'][:10]} "
               f"(torch {here['versions']['torch']}). bf16: {precision_note('bf16', get_device(device))}."]
