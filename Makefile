@@ -41,11 +41,17 @@ check-sync: $(STAMP)  ## notebooks and dst/ in sync, notebooks clean, README fro
 lint: $(STAMP)  ## ruff (ruff.toml): syntax errors, unused and undefined names, line length, over dst/ and tests/
 	$(BIN)/ruff check dst tests
 
+# The tests run processes side by side (two notebook workers, then two pytest workers). OpenMP threads that sleep
+# while they wait (PASSIVE) share the cores; spinning ones (the default) slow two torch processes on two cores several
+# times over. Alone, a process loses 0-12% by it (measured in nbs/40c_step_cost), so only the tests set it.
+nbtest pytest: export OMP_WAIT_POLICY ?= PASSIVE
+PYTEST_WORKERS ?= auto
+
 nbtest: $(STAMP)  ## run every notebook's cells as tests (nbdev_test)
 	cd nbs && ../$(BIN)/nbdev_test --path . --n_workers 2 --timing
 
-pytest: $(STAMP)  ## the pytest suite in tests/
-	$(BIN)/pytest tests -q -p no:cacheprovider
+pytest: $(STAMP)  ## the pytest suite in tests/, one file per worker at a time (pytest-xdist; PYTEST_WORKERS=0 runs it in one process)
+	$(BIN)/pytest tests -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
 export: $(STAMP)  ## notebooks -> dst/, clean notebooks, README
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/dst dev readme
