@@ -27,8 +27,8 @@ SCALES = {
     "cpu": dict(    # one idle 2-core CPU, at most 2.5 hours (issue 12): the method's effects at a real training budget
         synth=dict(preset="medium", sequences=[120, 10]),
         teacher=dict(epochs=12, warmup_epochs=0, pairs_per_epoch=1600, batch_size=8, num_workers=0),
-        select=dict(steps=8, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),
-        students=dict(epochs=8, warmup_epochs=1, pairs_per_epoch=800, batch_size=8, num_workers=0, n_students="1,2,3", ablation_scale=0.5),
+        select=dict(steps=5, candidates=3, epochs=1, pairs=600, val_pairs=150, batch_size=8),
+        students=dict(epochs=8, warmup_epochs=1, pairs_per_epoch=800, batch_size=8, num_workers=0, n_students="1,2,3", ablation_scale=0.35),
         benchmark=dict(max_frames=None, speed_frames=30, workers=2)),
     "medium": dict(  # one GPU, under 8 minutes with start-up (an estimate until run: see below)
         synth=dict(preset="medium"),
