@@ -17,8 +17,8 @@ from .runs import PAPER_BENCHMARKS, Run, load_run, read_json, training_sources
 __all__ = ['BENCHMARKS', 'BENCH_PROTOCOLS', 'FAMILIES', 'DATASET_NAMES', 'METRIC_LABELS', 'PAPER_FAMILY', 'PAPER_COLUMNS',
            'HEADLINE_COLUMNS', 'default_paper_path', 'paper_numbers', 'paper_status', 'paper_frame', 'scores_frame',
            'bench_scores', 'paper_name', 'table_models', 'model_fps', 'with_paper_names', 'beside', 'markdown_table',
-           'dataset_phrase', 'training_phrase', 'provenance_note', 'report_dir', 'open_item', 'save_item',
-           'headline_table', 'headline_text']
+           'dataset_phrase', 'training_phrase', 'provenance_note', 'budget_phrase', 'report_dir', 'open_item',
+           'save_item', 'headline_table', 'headline_text']
 
 # %% ../nbs/82_report.ipynb #a0c597bf
 BENCHMARKS = dict(zip(PAPER_BENCHMARKS, ("OTB-100", "DTB70", "VOT2019", "LaSOT", "TrackingNet", "GOT-10k")))   # key -> the paper's name
@@ -212,6 +212,19 @@ def provenance_note(run:Run, dataset_key=None, stage:str="4_benchmark") -> str:
         parts.append(f"commit {prov['commit'][:7]}{' (with uncommitted changes)' if prov.get('dirty') else ''}"
                      + (f" of {str(prov['time'])[:10]}" if prov.get("time") else ""))
     return "Our numbers: " + "; ".join(parts) + "."
+
+# %% ../nbs/82_report.ipynb #6a84a215
+def budget_phrase(run:Run, keys) -> str|None:
+    "Which of the models `keys` trained on fewer pairs than Table 5's runs, in words; None when every one had the full budget."
+    runs_ = run.stage("students").get("runs", {}) if run.has("students") else {}
+    names = dict.fromkeys(r for k in keys if (r := run.models.get(k, {}).get("run")) in runs_)
+    small = [r for r in names if runs_[r].get("reduced_budget")]
+    if not small: return None
+    full = sorted({v["pairs_per_epoch"] for v in runs_.values() if not v.get("reduced_budget")})
+    few = sorted({runs_[r]["pairs_per_epoch"] for r in small})
+    return (f"{_and(small)} trained on {' / '.join(map(str, few))} pairs an epoch against {' / '.join(map(str, full))} for "
+            f"Table 5's runs (the students stage's ablation_scale), so compare {'it' if len(small) == 1 else 'them'} with "
+            "each other rather than with the full-budget rows")
 
 # %% ../nbs/82_report.ipynb #0ad20d30
 def report_dir(run:Run, out_dir="") -> Path:
