@@ -223,8 +223,8 @@ def budget_phrase(run:Run, keys) -> str|None:
     full = sorted({v["pairs_per_epoch"] for v in runs_.values() if not v.get("reduced_budget")})
     few = sorted({runs_[r]["pairs_per_epoch"] for r in small})
     return (f"{_and(small)} trained on {' / '.join(map(str, few))} pairs an epoch against {' / '.join(map(str, full))} for "
-            f"Table 5's runs (the students stage's ablation_scale), so compare {'it' if len(small) == 1 else 'them'} with "
-            "each other rather than with the full-budget rows")
+            f"Table 5's runs (the students stage's ablation_scale), so {'it is' if len(small) == 1 else 'they are'} not directly "
+            "comparable with the full-budget rows")
 
 # %% ../nbs/82_report.ipynb #0ad20d30
 def report_dir(run:Run, out_dir="") -> Path:
